@@ -1,0 +1,83 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Config mirrors the storage section of tracker.yaml.
+type Config struct {
+	Backend  string         `yaml:"backend"`
+	Redis    RedisConfig    `yaml:"redis"`
+	Embedded EmbeddedConfig `yaml:"embedded"`
+}
+
+// RedisConfig is the external Redis the redis backend dials.
+type RedisConfig struct {
+	Addr     string `yaml:"addr"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	DB       int    `yaml:"db"`
+}
+
+// EmbeddedConfig controls the in-process store: where and how often it
+// snapshots, and the optional loopback address it is served on.
+type EmbeddedConfig struct {
+	SnapshotPath     string        `yaml:"snapshot_path"`
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	Listen           string        `yaml:"listen"`
+}
+
+// Backend names accepted in storage.backend.
+const (
+	BackendEmbedded = "embedded"
+	BackendRedis    = "redis"
+)
+
+// DefaultConfig returns the defaults documented in SPEC section 7.
+func DefaultConfig() Config {
+	return Config{
+		Backend: BackendEmbedded,
+		Redis:   RedisConfig{Addr: "127.0.0.1:6379"},
+		Embedded: EmbeddedConfig{
+			SnapshotPath:     "data/tracker.snapshot",
+			SnapshotInterval: 30 * time.Second,
+		},
+	}
+}
+
+// Validate reports every problem at once; each error starts with the YAML
+// path of the offending key, relative to the storage section.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{path}, args...)...))
+	}
+	switch c.Backend {
+	case BackendEmbedded, BackendRedis:
+	default:
+		bad("backend", "unknown backend %q (want %q or %q)", c.Backend, BackendEmbedded, BackendRedis)
+	}
+	if c.Backend == BackendRedis {
+		if _, _, err := net.SplitHostPort(c.Redis.Addr); err != nil {
+			bad("redis.addr", "want host:port, got %q", c.Redis.Addr)
+		}
+	}
+	if c.Redis.DB < 0 {
+		bad("redis.db", "must not be negative, got %d", c.Redis.DB)
+	}
+	if c.Backend == BackendEmbedded && c.Embedded.SnapshotPath == "" {
+		bad("embedded.snapshot_path", "must not be empty")
+	}
+	if c.Embedded.SnapshotInterval <= 0 {
+		bad("embedded.snapshot_interval", "must be positive, got %s", c.Embedded.SnapshotInterval)
+	}
+	if c.Embedded.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Embedded.Listen); err != nil {
+			bad("embedded.listen", "want host:port, got %q", c.Embedded.Listen)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,150 @@
+package tracker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Config mirrors the top level of tracker.yaml that the tracker owns: the
+// listeners, the announce protocol and the transfer lifecycle. The racks
+// section's handout policy is RackPolicy.
+type Config struct {
+	Listen    string          `yaml:"listen"`
+	Admin     AdminConfig     `yaml:"admin"`
+	Announce  AnnounceConfig  `yaml:"announce"`
+	Transfers TransfersConfig `yaml:"transfers"`
+}
+
+// AdminConfig protects and places the /api endpoints.
+type AdminConfig struct {
+	Listen string `yaml:"listen"`
+	Token  string `yaml:"token"`
+}
+
+// AnnounceConfig is what the tracker tells clients and whom it believes.
+type AnnounceConfig struct {
+	Interval       time.Duration `yaml:"interval"`
+	MinInterval    time.Duration `yaml:"min_interval"`
+	PeerTimeout    time.Duration `yaml:"peer_timeout"`
+	NumwantDefault int           `yaml:"numwant_default"`
+	NumwantMax     int           `yaml:"numwant_max"`
+	TrustIPParam   bool          `yaml:"trust_ip_param"`
+	TrustedProxies []string      `yaml:"trusted_proxies"`
+}
+
+// TransfersConfig is the transfer lifecycle.
+type TransfersConfig struct {
+	AllowUnregistered bool          `yaml:"allow_unregistered"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+}
+
+// RackPolicy is the handout half of the racks section of tracker.yaml.
+type RackPolicy struct {
+	Handout                string `yaml:"handout"`
+	RepresentativesPerRack int    `yaml:"representatives_per_rack"`
+	RepresentativeStall    int    `yaml:"representative_stall"`
+	EscapePeers            int    `yaml:"escape_peers"`
+}
+
+// Handout modes accepted in racks.handout.
+const (
+	HandoutLocal  = "local"
+	HandoutRandom = "random"
+)
+
+// DefaultConfig returns the defaults documented in SPEC section 7.
+func DefaultConfig() Config {
+	return Config{
+		Listen: "127.0.0.1:6969",
+		Announce: AnnounceConfig{
+			Interval:       30 * time.Second,
+			MinInterval:    10 * time.Second,
+			PeerTimeout:    90 * time.Second,
+			NumwantDefault: 50,
+			NumwantMax:     200,
+		},
+		Transfers: TransfersConfig{AllowUnregistered: true, IdleTimeout: 24 * time.Hour},
+	}
+}
+
+// DefaultRackPolicy returns the defaults documented in SPEC section 7.
+func DefaultRackPolicy() RackPolicy {
+	return RackPolicy{Handout: HandoutLocal, RepresentativesPerRack: 2, RepresentativeStall: 3, EscapePeers: 2}
+}
+
+// Validate reports every problem at once; each error starts with the YAML
+// path of the offending key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{path}, args...)...))
+	}
+	addr := func(path, v string, optional bool) {
+		if v == "" && optional {
+			return
+		}
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			bad(path, "want host:port, got %q", v)
+		}
+	}
+	addr("listen", c.Listen, false)
+	addr("admin.listen", c.Admin.Listen, true)
+	positive := func(path string, d time.Duration) {
+		if d <= 0 {
+			bad(path, "must be positive, got %s", d)
+		}
+	}
+	a := c.Announce
+	positive("announce.interval", a.Interval)
+	positive("announce.min_interval", a.MinInterval)
+	positive("announce.peer_timeout", a.PeerTimeout)
+	if a.MinInterval > a.Interval && a.Interval > 0 {
+		bad("announce.min_interval", "%s is longer than announce.interval %s", a.MinInterval, a.Interval)
+	}
+	if a.PeerTimeout > 0 && a.PeerTimeout <= a.Interval {
+		bad("announce.peer_timeout", "%s must be longer than announce.interval %s, or every peer expires between announces", a.PeerTimeout, a.Interval)
+	}
+	if a.NumwantDefault < 0 {
+		bad("announce.numwant_default", "must not be negative, got %d", a.NumwantDefault)
+	}
+	if a.NumwantMax < 1 {
+		bad("announce.numwant_max", "must be at least 1, got %d", a.NumwantMax)
+	}
+	if a.NumwantDefault > a.NumwantMax && a.NumwantMax >= 1 {
+		bad("announce.numwant_default", "%d is above announce.numwant_max %d", a.NumwantDefault, a.NumwantMax)
+	}
+	for i, s := range a.TrustedProxies {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			bad(fmt.Sprintf("announce.trusted_proxies[%d]", i), "bad CIDR %q", s)
+		}
+	}
+	positive("transfers.idle_timeout", c.Transfers.IdleTimeout)
+	return errors.Join(errs...)
+}
+
+// Validate reports every problem at once; each error starts with the YAML
+// path of the offending key, relative to the racks section.
+func (p RackPolicy) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{path}, args...)...))
+	}
+	switch p.Handout {
+	case HandoutLocal, HandoutRandom:
+	default:
+		bad("handout", "unknown handout %q (want %q or %q)", p.Handout, HandoutLocal, HandoutRandom)
+	}
+	if p.RepresentativesPerRack < 1 {
+		bad("representatives_per_rack", "must be at least 1, got %d", p.RepresentativesPerRack)
+	}
+	if p.RepresentativeStall < 1 {
+		bad("representative_stall", "must be at least 1, got %d", p.RepresentativeStall)
+	}
+	if p.EscapePeers < 0 {
+		bad("escape_peers", "must not be negative, got %d", p.EscapePeers)
+	}
+	return errors.Join(errs...)
+}
