@@ -1,0 +1,231 @@
+package storage
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// requireRedisEnv makes tests that need a real redis-server fail rather than
+// skip when the binary is missing. CI sets it.
+const requireRedisEnv = "RACKTRACKER_REQUIRE_REDIS"
+
+// clock is the store's injected clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// env is one backend under test: the store, a client that reads the same
+// keys behind the store's back (as an operator's redis-cli would), and the
+// clock.
+type env struct {
+	name  string
+	store *Store
+	raw   *redis.Client
+	clock *clock
+	cfg   Config
+	opts  Options
+}
+
+var epoch = time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+
+// backends runs f once per backend: embedded miniredis, and a real
+// redis-server the test starts on a free loopback port.
+func backends(t *testing.T, f func(t *testing.T, e *env)) {
+	t.Run("embedded", func(t *testing.T) { f(t, newEmbedded(t, nil)) })
+	t.Run("redis", func(t *testing.T) { f(t, newRedis(t, nil)) })
+}
+
+func newEmbedded(t *testing.T, edit func(*Config)) *env {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Embedded.SnapshotPath = filepath.Join(t.TempDir(), "tracker.snapshot")
+	if edit != nil {
+		edit(&cfg)
+	}
+	return openEnv(t, "embedded", cfg, nil)
+}
+
+func newRedis(t *testing.T, hooks []redis.Hook) *env {
+	t.Helper()
+	addr := startRedisServer(t)
+	cfg := DefaultConfig()
+	cfg.Backend = BackendRedis
+	cfg.Redis.Addr = addr
+	return openEnv(t, "redis", cfg, hooks)
+}
+
+func openEnv(t *testing.T, name string, cfg Config, hooks []redis.Hook) *env {
+	t.Helper()
+	c := &clock{t: epoch}
+	opts := Options{Now: c.Now, Hooks: hooks}
+	s, err := Open(context.Background(), cfg, opts)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", name, err)
+	}
+	e := &env{name: name, store: s, clock: c, cfg: cfg, opts: opts}
+	if cfg.Backend == BackendRedis {
+		e.raw = redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Protocol: 2, DisableIdentity: true})
+		t.Cleanup(func() { e.raw.Close() })
+	} else {
+		e.raw = s.rdb
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return e
+}
+
+// startRedisServer runs redis-server on a free loopback port for the test,
+// without persistence, and stops it at cleanup.
+func startRedisServer(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv(requireRedisEnv) != "" {
+			t.Fatalf("redis-server not found and %s is set: %v", requireRedisEnv, err)
+		}
+		t.Skip("redis-server not installed (set " + requireRedisEnv + "=1 to make this a failure)")
+	}
+	addr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir(), "--protected-mode", "no")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	done := make(chan struct{})
+	var logTail []string
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if len(logTail) < 50 {
+				logTail = append(logTail, sc.Text())
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+		cmd.Wait()
+	})
+	waitFor(t, 10*time.Second, "redis-server to answer on "+addr, func() bool {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+	return addr
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// keyspace reads every key and its value as text, for comparisons: strings
+// as is, sets and zsets as sorted member lists (zset members with scores).
+func keyspace(t *testing.T, c *redis.Client) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatalf("KEYS: %v", err)
+	}
+	out := map[string]string{}
+	for _, k := range keys {
+		switch typ := c.Type(ctx, k).Val(); typ {
+		case "string":
+			out[k] = c.Get(ctx, k).Val()
+		case "set":
+			m := c.SMembers(ctx, k).Val()
+			sort.Strings(m)
+			out[k] = "set" + fmt.Sprint(m)
+		case "zset":
+			var m []string
+			for _, z := range c.ZRangeWithScores(ctx, k, 0, -1).Val() {
+				m = append(m, fmt.Sprintf("%v=%v", z.Member, z.Score))
+			}
+			sort.Strings(m)
+			out[k] = "zset" + fmt.Sprint(m)
+		default:
+			out[k] = typ
+		}
+	}
+	return out
+}
+
+func hash(b byte) InfoHash {
+	var h InfoHash
+	for i := range h {
+		h[i] = b
+	}
+	return h
+}
+
+// ann is a compact way to write an announce in tests.
+func ann(h InfoHash, addr string, rack, event string, left int64) Announce {
+	ap := netip.MustParseAddrPort(addr)
+	return Announce{
+		InfoHash: h, Addr: ap, PeerID: "-RT0001-" + strings.Repeat("x", 12), Key: "k" + rack,
+		Event: event, Left: left, Uploaded: 10, Downloaded: 20, Compact: true,
+		Rack: rack, Hostname: "host-" + ap.Addr().String(),
+		AllowUnregistered: true, Representatives: 2, Stall: 3, Sample: 50,
+	}
+}
+
+func mustAnnounce(t *testing.T, s *Store, a Announce) Swarm {
+	t.Helper()
+	sw, err := s.Announce(context.Background(), a)
+	if err != nil {
+		t.Fatalf("Announce(%s %s %q left=%d): %v", a.InfoHash, a.Addr, a.Event, a.Left, err)
+	}
+	return sw
+}

@@ -1,0 +1,51 @@
+-- Shared by every script. keys.go's luaKeys (the K table) comes before it.
+-- Scripts address keys they derive from data (racks, peers), which is why
+-- the store needs a standalone Redis: a cluster would refuse them.
+
+-- leave_current removes peer p of rack from every "current" set of transfer
+-- h (seeders, leechers, representatives), keeping the counters in step. It
+-- returns whether p was a representative. Membership in N is left alone:
+-- N is every peer seen.
+local function leave_current(h, rack, p)
+  if redis.call('SREM', K.peers(h, 'S'), p) == 1 then redis.call('DECR', K.field(h, 'complete')) end
+  if redis.call('SREM', K.peers(h, 'L'), p) == 1 then redis.call('DECR', K.field(h, 'incomplete')) end
+  local wasrep = redis.call('SREM', K.peers(h, 'R'), p) == 1
+  if rack then
+    redis.call('SREM', K.rackset(h, rack, 'S'), p)
+    redis.call('SREM', K.rackset(h, rack, 'R'), p)
+    redis.call('ZREM', K.rackset(h, rack, 'left'), p)
+  end
+  return wasrep
+end
+
+-- elect fills the free representative slots of rack with its current
+-- leechers of most progress (least left), skipping peers that stalled as
+-- representatives until they progress again. The zset orders equal left by
+-- member, but at the start of a transfer the first to announce has been
+-- elected by its own announce already. Returns how many it elected.
+local function elect(h, rack, limit, stall_limit)
+  local rk = K.rackset(h, rack, 'R')
+  local reps = redis.call('SCARD', rk)
+  if reps >= limit then return 0 end
+  local elected = 0
+  -- A bounded window: representatives and stalled peers are the only ones
+  -- skipped, and a rack rarely holds 64 of them.
+  local cands = redis.call('ZRANGE', K.rackset(h, rack, 'left'), 0, 63)
+  for _, c in ipairs(cands) do
+    if reps >= limit then break end
+    if redis.call('SISMEMBER', rk, c) == 0 then
+      local stalls = tonumber(redis.call('GET', K.peer(h, K.peerip(c), 'stalls')) or 0)
+      if stalls < stall_limit then
+        redis.call('SADD', rk, c)
+        redis.call('SADD', K.peers(h, 'R'), c)
+        reps = reps + 1
+        elected = elected + 1
+      end
+    end
+  end
+  return elected
+end
+
+local function counter(key)
+  return tonumber(redis.call('GET', key) or 0)
+end

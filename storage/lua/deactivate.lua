@@ -1,0 +1,37 @@
+-- deactivate retires transfer h: sets deregistered, leaves
+-- active_transfers, and renames every key of the transfer to
+-- <datetime>:<hash>..., all in one step. The keys are found from the
+-- transfer's own sets (peers:N names every peer with keys, <hash>:racks
+-- every rack), so the cost follows the transfer, not the keyspace.
+-- <hash>:deactivations records the datetime, to find the renamed keys later.
+-- Returns 1, or 0 when h is not active.
+local h, now = ARGV[1], ARGV[2]
+if redis.call('SISMEMBER', K.active, h) == 0 then return 0 end
+redis.call('SET', K.field(h, 'deregistered'), now)
+redis.call('SREM', K.active, h)
+
+local to = now .. ':' .. h
+local function mv(key)
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('RENAME', key, to .. string.sub(key, #h + 1))
+  end
+end
+
+local peers = redis.call('SMEMBERS', K.peers(h, 'N'))
+local racks = redis.call('SMEMBERS', K.field(h, 'racks'))
+local done = {}
+for _, p in ipairs(peers) do
+  local ip = K.peerip(p)
+  if not done[ip] then
+    done[ip] = true
+    for _, f in ipairs(K.peer_fields) do mv(K.peer(h, ip, f)) end
+    for _, e in ipairs(K.events) do mv(K.event(h, ip, e)) end
+  end
+end
+for _, rack in ipairs(racks) do
+  for _, s in ipairs(K.rack_suffixes) do mv(K.rackset(h, rack, s)) end
+end
+for _, f in ipairs(K.transfer_sets) do mv(K.field(h, f)) end
+for _, f in ipairs(K.transfer_fields) do mv(K.field(h, f)) end
+redis.call('SADD', K.deactivations(h), now)
+return 1

@@ -1,0 +1,22 @@
+-- expire removes the peers of transfer h whose last announce is at or
+-- before ARGV[2] (unix ms) from every current set, at most ARGV[5] of them
+-- per call, and refills the representative slots they held.
+-- Returns {expired, elected, more} where more is 1 when peers are left.
+local h, cutoff = ARGV[1], ARGV[2]
+local limit, stall_limit, batch = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local seen = K.field(h, 'seen')
+local ips = redis.call('ZRANGEBYSCORE', seen, '-inf', cutoff, 'LIMIT', 0, batch)
+local racks = {}
+for _, ip in ipairs(ips) do
+  local pr = redis.call('MGET', K.peer(h, ip, 'port'), K.peer(h, ip, 'rack'))
+  if pr[1] then
+    leave_current(h, pr[2], K.peerstr(ip, pr[1]))
+    if pr[2] then racks[pr[2]] = true end
+  end
+  redis.call('ZREM', seen, ip)
+end
+local elected = 0
+for rack in pairs(racks) do elected = elected + elect(h, rack, limit, stall_limit) end
+local more = 0
+if #ips == batch then more = 1 end
+return {#ips, elected, more}

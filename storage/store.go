@@ -1,0 +1,250 @@
+package storage
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// Timeouts of storage calls. An announce must fail fast when Redis is away
+// (the client gets a failure reason and retries at its interval); a
+// deactivation or a snapshot touches a whole transfer or the whole store and
+// may take longer.
+const (
+	callTimeout = 2 * time.Second
+	bulkTimeout = 30 * time.Second
+)
+
+// ErrUnavailable wraps every error that comes from Redis being unreachable,
+// slow or failing, as opposed to a request the store refuses.
+var ErrUnavailable = errors.New("storage unavailable")
+
+// ErrNotRegistered is returned by Announce for an inactive transfer when
+// unregistered transfers are not allowed.
+var ErrNotRegistered = errors.New("transfer not registered")
+
+// ErrExists is returned by Register for a transfer that is active already.
+var ErrExists = errors.New("transfer already active")
+
+// ErrNotFound is returned for an unknown or inactive transfer.
+var ErrNotFound = errors.New("transfer not found")
+
+type errBadHash string
+
+func (e errBadHash) Error() string {
+	return fmt.Sprintf("bad info hash %q: want 40 hex digits", string(e))
+}
+
+//go:embed lua/*.lua
+var luaFiles embed.FS
+
+func loadScript(name string) *redis.Script {
+	common, err := luaFiles.ReadFile("lua/common.lua")
+	if err != nil {
+		panic(err) // embedded at build time: cannot happen
+	}
+	body, err := luaFiles.ReadFile("lua/" + name + ".lua")
+	if err != nil {
+		panic(err)
+	}
+	return redis.NewScript(luaKeys + string(common) + string(body))
+}
+
+var (
+	scriptAnnounce   = loadScript("announce")
+	scriptExpire     = loadScript("expire")
+	scriptDeactivate = loadScript("deactivate")
+	scriptActivate   = loadScript("activate")
+)
+
+// Options are what the store takes besides its Config.
+type Options struct {
+	Logger *slog.Logger
+	// Now is the clock of every stored datetime and of expiry; time.Now when nil.
+	Now func() time.Time
+	// Hooks are added to every Redis client the store makes (the embedded
+	// backend makes a new one each time it rebuilds its store).
+	Hooks []redis.Hook
+}
+
+// Store is the tracker's state in Redis, behind the key layout of keys.go.
+// Both backends share every line of it except how the client dials.
+type Store struct {
+	cfg  Config
+	log  *slog.Logger
+	now  func() time.Time
+	hook []redis.Hook
+
+	// gate lets every call share the store while a snapshot holds it alone,
+	// so that a snapshot is one point in time and the embedded store can be
+	// swapped for a rebuilt one underneath. Calls hold it for reading.
+	gate sync.RWMutex
+	rdb  *redis.Client
+	mini *miniredis.Miniredis // nil with an external Redis
+
+	dirty atomic.Bool // written since the last rebuild
+}
+
+// Open connects to the configured backend. With the embedded backend it
+// restores the snapshot first, and fails, leaving the file untouched, when
+// the snapshot cannot be read. With an external Redis it fails when Redis
+// cannot be reached or is a cluster.
+func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("storage config: %w", err)
+	}
+	s := &Store{cfg: cfg, log: opts.Logger, now: opts.Now, hook: opts.Hooks}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	switch cfg.Backend {
+	case BackendRedis:
+		return s, s.openRedis(ctx)
+	default:
+		return s, s.openEmbedded(ctx)
+	}
+}
+
+// clientOptions are shared by both backends. Writes are never resent after a
+// connection error (MaxRetries -1): an announce whose reply was lost may have
+// run, and running it again would count a completion twice. The handshake
+// is RESP2 without CLIENT SETINFO, which miniredis and Redis before 7.2
+// refuse. Deadlines come from each call's context.
+func (s *Store) clientOptions() *redis.Options {
+	return &redis.Options{
+		Protocol:              2,
+		DisableIdentity:       true,
+		MaxRetries:            -1,
+		DialTimeout:           callTimeout,
+		ReadTimeout:           -1,
+		WriteTimeout:          -1,
+		ContextTimeoutEnabled: true,
+		PoolTimeout:           callTimeout,
+	}
+}
+
+func (s *Store) newClient(o *redis.Options) *redis.Client {
+	c := redis.NewClient(o)
+	for _, h := range s.hook {
+		c.AddHook(h)
+	}
+	return c
+}
+
+func (s *Store) openRedis(ctx context.Context) error {
+	o := s.clientOptions()
+	o.Addr = s.cfg.Redis.Addr
+	o.Username = s.cfg.Redis.Username
+	o.Password = s.cfg.Redis.Password
+	o.DB = s.cfg.Redis.DB
+	s.rdb = s.newClient(o)
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	info, err := s.rdb.Info(ctx, "server", "cluster").Result()
+	if err != nil {
+		s.rdb.Close()
+		return fmt.Errorf("redis at %s: %w", s.cfg.Redis.Addr, err)
+	}
+	if err := checkServer(info); err != nil {
+		s.rdb.Close()
+		return fmt.Errorf("redis at %s: %w", s.cfg.Redis.Addr, err)
+	}
+	return nil
+}
+
+// checkServer refuses servers that cannot hold the layout: a cluster (one
+// transfer's keys span hash slots, so its scripts and RENAMEs would fail
+// with CROSSSLOT) and versions without ZRANDMEMBER.
+func checkServer(info string) error {
+	var version string
+	for line := range strings.SplitSeq(info, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "cluster_enabled:1" {
+			return errors.New("is a Redis Cluster; racktracker needs a standalone Redis, because one transfer's keys span hash slots and its atomic scripts and RENAMEs would fail with CROSSSLOT")
+		}
+		if v, ok := strings.CutPrefix(line, "redis_version:"); ok {
+			version = v
+		}
+	}
+	major, rest, _ := strings.Cut(version, ".")
+	minor, _, _ := strings.Cut(rest, ".")
+	ma, err1 := strconv.Atoi(major)
+	mi, err2 := strconv.Atoi(minor)
+	if err1 == nil && err2 == nil && (ma < 6 || ma == 6 && mi < 2) {
+		return fmt.Errorf("is version %s; racktracker needs Redis 6.2 or newer", version)
+	}
+	return nil
+}
+
+// Close closes the client; with the embedded backend it first writes a
+// final snapshot, then stops the in-process store.
+func (s *Store) Close(ctx context.Context) error {
+	var err error
+	if s.mini != nil {
+		err = s.Snapshot(ctx)
+	}
+	s.gate.Lock()
+	defer s.gate.Unlock()
+	if cerr := s.rdb.Close(); cerr != nil && err == nil && !errors.Is(cerr, redis.ErrClosed) {
+		err = cerr
+	}
+	if s.mini != nil {
+		s.mini.Close()
+	}
+	return err
+}
+
+// Ping reports whether the store answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+		return c.Ping(ctx).Err()
+	})
+}
+
+// do runs one storage call under the shared gate with a deadline, and wraps
+// what Redis failed at in ErrUnavailable.
+func (s *Store) do(ctx context.Context, timeout time.Duration, f func(context.Context, *redis.Client) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	if err := f(ctx, s.rdb); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// dialer connects go-redis to an in-process miniredis over a memPipe: no
+// port. m must be started (startEmbedded sees to it).
+func dialer(m *miniredis.Miniredis) func(context.Context, string, string) (net.Conn, error) {
+	return func(context.Context, string, string) (net.Conn, error) {
+		srv := m.Server()
+		if srv == nil {
+			return nil, errors.New("embedded store is closed")
+		}
+		client, server := memPipe()
+		srv.ServeConn(server)
+		return client, nil
+	}
+}

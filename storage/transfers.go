@@ -1,0 +1,218 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Register activates a transfer with its metainfo and keeps its .torrent.
+// It returns ErrExists when the transfer is active already.
+func (s *Store) Register(ctx context.Context, h InfoHash, name string, length int64, torrent []byte) error {
+	var ok int64
+	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+		var err error
+		ok, err = scriptActivate.Run(ctx, c, nil, h.String(), FormatTime(s.now()), name, length, torrent).Int64()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if ok == 0 {
+		return ErrExists
+	}
+	s.dirty.Store(true)
+	return nil
+}
+
+// Deactivate retires an active transfer (SPEC section 3): its keys move
+// under <datetime>:<hash>, which it returns. ErrNotFound when not active.
+func (s *Store) Deactivate(ctx context.Context, h InfoHash) (string, error) {
+	at := FormatTime(s.now())
+	var ok int64
+	err := s.do(ctx, bulkTimeout, func(ctx context.Context, c *redis.Client) error {
+		var err error
+		ok, err = scriptDeactivate.Run(ctx, c, nil, h.String(), at).Int64()
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	if ok == 0 {
+		return "", ErrNotFound
+	}
+	s.dirty.Store(true)
+	return at, nil
+}
+
+// Expired is what an expiry pass did.
+type Expired struct {
+	Peers   int // peers removed from the current sets
+	Elected int // representatives elected in their place
+}
+
+// expireBatch bounds one script run, so that a mass expiry does not hold
+// Redis (or the embedded store's one lock) for long.
+const expireBatch = 256
+
+// Expire removes from every active transfer the peers whose last announce is
+// at or before cutoff, and refills the representative slots they held. Its
+// cost follows the number of active transfers and of expired peers.
+func (s *Store) Expire(ctx context.Context, cutoff time.Time, representatives, stall int) (Expired, error) {
+	var total Expired
+	hashes, err := s.activeHashes(ctx)
+	if err != nil {
+		return total, err
+	}
+	for _, h := range hashes {
+		for more := true; more; {
+			var res []int64
+			err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+				var err error
+				res, err = scriptExpire.Run(ctx, c, nil, h, cutoff.UnixMilli(), representatives, max(stall, 1), expireBatch).Int64Slice()
+				return err
+			})
+			if err != nil {
+				return total, err
+			}
+			total.Peers += int(res[0])
+			total.Elected += int(res[1])
+			more = res[2] == 1
+		}
+	}
+	if total.Peers > 0 {
+		s.dirty.Store(true)
+	}
+	return total, nil
+}
+
+func (s *Store) activeHashes(ctx context.Context) ([]string, error) {
+	var hashes []string
+	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+		var err error
+		hashes, err = c.SMembers(ctx, keyActiveTransfers).Result()
+		return err
+	})
+	slices.Sort(hashes)
+	return hashes, err
+}
+
+// Idle lists the active transfers that have no current peer and whose last
+// announce (or, never announced, whose activation) is before cutoff.
+func (s *Store) Idle(ctx context.Context, cutoff time.Time) ([]InfoHash, error) {
+	hashes, err := s.activeHashes(ctx)
+	if err != nil || len(hashes) == 0 {
+		return nil, err
+	}
+	var idle []InfoHash
+	limit := FormatTime(cutoff)
+	err = s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+		p := c.Pipeline()
+		live := make([]*redis.IntCmd, len(hashes))
+		last := make([]*redis.SliceCmd, len(hashes))
+		for i, h := range hashes {
+			k := tkeys(h)
+			live[i] = p.ZCard(ctx, k.field("seen"))
+			last[i] = p.MGet(ctx, k.field("last_announce"), k.field("registered"))
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			return err
+		}
+		for i, h := range hashes {
+			if live[i].Val() > 0 {
+				continue
+			}
+			v := last[i].Val()
+			at, _ := v[0].(string)
+			if at == "" {
+				at, _ = v[1].(string)
+			}
+			if at < limit {
+				if ih, err := ParseInfoHash(h); err == nil {
+					idle = append(idle, ih)
+				}
+			}
+		}
+		return nil
+	})
+	return idle, err
+}
+
+// ScrapeCounts are one transfer's scrape figures (BEP 48).
+type ScrapeCounts struct {
+	InfoHash   InfoHash
+	Complete   int
+	Incomplete int
+	Downloaded int // count of completed events
+}
+
+// Scrape returns the counts of the active transfers among hashes, in one
+// round trip; unknown and inactive hashes are left out.
+func (s *Store) Scrape(ctx context.Context, hashes []InfoHash) ([]ScrapeCounts, error) {
+	if len(hashes) == 0 {
+		return nil, nil
+	}
+	var out []ScrapeCounts
+	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+		p := c.Pipeline()
+		active := make([]*redis.BoolCmd, len(hashes))
+		counts := make([]*redis.SliceCmd, len(hashes))
+		for i, h := range hashes {
+			k := transferKeys(h)
+			active[i] = p.SIsMember(ctx, keyActiveTransfers, h.String())
+			counts[i] = p.MGet(ctx, k.field("complete"), k.field("incomplete"), k.field("completions"))
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			return err
+		}
+		for i, h := range hashes {
+			if !active[i].Val() {
+				continue
+			}
+			v := counts[i].Val()
+			out = append(out, ScrapeCounts{InfoHash: h, Complete: atoi(v[0]), Incomplete: atoi(v[1]), Downloaded: atoi(v[2])})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// atoi reads a counter MGET returned; a missing key is 0.
+func atoi(v any) int {
+	s, _ := v.(string)
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// IsActive reports whether h is an active transfer.
+func (s *Store) IsActive(ctx context.Context, h InfoHash) (bool, error) {
+	var ok bool
+	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+		var err error
+		ok, err = c.SIsMember(ctx, keyActiveTransfers, h.String()).Result()
+		return err
+	})
+	return ok, err
+}
+
+// Torrent returns the .torrent kept for an active transfer; ErrNotFound
+// when the transfer is not active or was activated without one.
+func (s *Store) Torrent(ctx context.Context, h InfoHash) ([]byte, error) {
+	var b []byte
+	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+		var err error
+		b, err = c.Get(ctx, transferKeys(h).field("torrent")).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return nil
+		}
+		return err
+	})
+	if err == nil && len(b) == 0 {
+		return nil, ErrNotFound
+	}
+	return b, err
+}
