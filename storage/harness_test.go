@@ -1,13 +1,10 @@
 package storage
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -16,11 +13,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-)
 
-// requireRedisEnv makes tests that need a real redis-server fail rather than
-// skip when the binary is missing. CI sets it.
-const requireRedisEnv = "RACKTRACKER_REQUIRE_REDIS"
+	"racktracker/storage/storagetest"
+)
 
 // clock is the store's injected clock.
 type clock struct {
@@ -99,54 +94,8 @@ func openEnv(t *testing.T, name string, cfg Config, hooks []redis.Hook) *env {
 	return e
 }
 
-// startRedisServer runs redis-server on a free loopback port for the test,
-// without persistence, and stops it at cleanup.
-func startRedisServer(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv(requireRedisEnv) != "" {
-			t.Fatalf("redis-server not found and %s is set: %v", requireRedisEnv, err)
-		}
-		t.Skip("redis-server not installed (set " + requireRedisEnv + "=1 to make this a failure)")
-	}
-	addr := freeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--protected-mode", "no")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	done := make(chan struct{})
-	var logTail []string
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if len(logTail) < 50 {
-				logTail = append(logTail, sc.Text())
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-		cmd.Wait()
-	})
-	waitFor(t, 10*time.Second, "redis-server to answer on "+addr, func() bool {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	})
-	return addr
-}
+// startRedisServer runs redis-server on a free loopback port for the test.
+func startRedisServer(t testing.TB) string { return storagetest.RedisServer(t).Addr }
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -221,7 +170,7 @@ func ann(h InfoHash, addr string, rack, event string, left int64) Announce {
 	}
 }
 
-func mustAnnounce(t *testing.T, s *Store, a Announce) Swarm {
+func mustAnnounce(t testing.TB, s *Store, a Announce) Swarm {
 	t.Helper()
 	sw, err := s.Announce(context.Background(), a)
 	if err != nil {

@@ -273,14 +273,19 @@ func writeSnapshot(path string, recs []record, wrap func(io.Writer) io.Writer) (
 	return d.Sync()
 }
 
-// removeStaleTemps deletes temporary files a crashed write left behind.
+// removeStaleTemps deletes temporary files a crashed write left behind. It
+// lists the directory rather than globbing, so that a path with glob
+// metacharacters ("data[1]/") neither misses its own temporaries nor
+// removes another directory's.
 func removeStaleTemps(path string) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
-	matches, _ := filepath.Glob(filepath.Join(dir, base+".tmp*"))
-	for _, m := range matches {
-		os.Remove(m)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), base+".tmp") {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
 	}
 }

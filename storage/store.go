@@ -111,6 +111,7 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{s.log}) })
 	switch cfg.Backend {
 	case BackendRedis:
 		return s, s.openRedis(ctx)
@@ -130,6 +131,7 @@ func (s *Store) clientOptions() *redis.Options {
 		DisableIdentity:       true,
 		MaxRetries:            -1,
 		DialTimeout:           callTimeout,
+		DialerRetries:         1, // an outage fails the call at once; the client retries at its interval
 		ReadTimeout:           -1,
 		WriteTimeout:          -1,
 		ContextTimeoutEnabled: true,
@@ -247,4 +249,15 @@ func dialer(m *miniredis.Miniredis) func(context.Context, string, string) (net.C
 		srv.ServeConn(server)
 		return client, nil
 	}
+}
+
+// go-redis logs through a process-wide logger; the first store routes it
+// into slog at debug level, since every failure it reports also comes back
+// as an error that the tracker logs (rate-limited) where it has context.
+var redisLogOnce sync.Once
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }

@@ -216,3 +216,37 @@ func (s *Store) Torrent(ctx context.Context, h InfoHash) ([]byte, error) {
 	}
 	return b, err
 }
+
+// Totals are the sizes of all active transfers together.
+type Totals struct {
+	Transfers int
+	Seeders   int
+	Leechers  int
+}
+
+// Totals sums the active transfers' counters: two round trips, no set read
+// beyond active_transfers.
+func (s *Store) Totals(ctx context.Context) (Totals, error) {
+	var t Totals
+	hashes, err := s.activeHashes(ctx)
+	if err != nil || len(hashes) == 0 {
+		return t, err
+	}
+	t.Transfers = len(hashes)
+	err = s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+		p := c.Pipeline()
+		counts := make([]*redis.SliceCmd, len(hashes))
+		for i, h := range hashes {
+			counts[i] = p.MGet(ctx, tkeys(h).field("complete"), tkeys(h).field("incomplete"))
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			return err
+		}
+		for _, c := range counts {
+			t.Seeders += atoi(c.Val()[0])
+			t.Leechers += atoi(c.Val()[1])
+		}
+		return nil
+	})
+	return t, err
+}

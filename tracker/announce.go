@@ -1,0 +1,226 @@
+package tracker
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"racktracker/storage"
+)
+
+// failureStorage is what a client is told while Redis is away; the details
+// go to the log.
+const failureStorage = "tracker storage unavailable"
+
+func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	q, err := parseAnnounce(r.URL.RawQuery)
+	if err != nil {
+		s.metrics.announce(q.Event, "bad_request")
+		s.fail(w, err)
+		return
+	}
+	addr, err := s.clientIP(r, q.IP)
+	if err != nil {
+		s.metrics.announce(q.Event, "bad_request")
+		s.fail(w, err)
+		return
+	}
+	numwant := q.Numwant
+	if numwant < 0 {
+		numwant = s.cfg.Announce.NumwantDefault
+	}
+	numwant = min(numwant, s.cfg.Announce.NumwantMax)
+	rack, host := s.locate(r.Context(), addr)
+
+	a := storage.Announce{
+		InfoHash:          storage.InfoHash(q.InfoHash),
+		Addr:              netip.AddrPortFrom(addr, q.Port),
+		PeerID:            string(q.PeerID[:]),
+		Key:               q.Key,
+		Event:             q.Event,
+		Uploaded:          q.Uploaded,
+		Downloaded:        q.Downloaded,
+		Left:              q.Left,
+		Compact:           q.Compact,
+		Rack:              rack,
+		Hostname:          host,
+		AllowUnregistered: s.cfg.Transfers.AllowUnregistered,
+		Representatives:   s.policy.RepresentativesPerRack,
+		Stall:             s.policy.RepresentativeStall,
+		Random:            s.policy.Handout == HandoutRandom,
+		PeerIDs:           !q.Compact && !q.NoPeerID,
+	}
+	if numwant > 0 && q.Event != storage.EventStopped {
+		// One more than wanted: the asker may be among the candidates.
+		a.Sample = numwant + 1
+	}
+	storeStart := time.Now()
+	sw, err := s.store.Announce(r.Context(), a)
+	s.metrics.storage("announce", storeStart, err)
+	switch {
+	case errors.Is(err, storage.ErrNotRegistered):
+		s.metrics.announce(q.Event, "unregistered")
+		s.fail(w, clientError("torrent not registered with this tracker"))
+		return
+	case err != nil:
+		s.metrics.announce(q.Event, "storage_error")
+		s.warn.log(s.log, "announce: storage failed", "infohash", a.InfoHash.String(), "peer", a.Addr.String(), "err", err)
+		s.fail(w, clientError(failureStorage))
+		return
+	}
+	s.metrics.elections.Add(float64(sw.Elected))
+	s.metrics.demotions.Add(float64(sw.Demoted))
+
+	var picked []storage.Peer
+	if a.Sample > 0 {
+		picked = s.handout.pick(sw, a.Addr.Addr(), numwant)
+	}
+	s.metrics.handout.Observe(float64(len(picked)))
+	resp := announceResponse{
+		Interval:    s.interval(),
+		MinInterval: int(s.cfg.Announce.MinInterval / time.Second),
+		Complete:    sw.Complete,
+		Incomplete:  sw.Incomplete,
+		TrackerID:   q.TrackerID,
+	}
+	resp.Peers = make([]handoutPeer, len(picked))
+	for i, p := range picked {
+		resp.Peers[i] = handoutPeer{Addr: p.Addr}
+		if a.PeerIDs && p.PeerID != "" {
+			resp.Peers[i].PeerID = []byte(p.PeerID)
+		}
+	}
+	bp := s.bufs.Get().(*[]byte)
+	out := appendAnnounce((*bp)[:0], resp, q.Compact, q.NoPeerID)
+	writeBencode(w, out)
+	*bp = out
+	s.bufs.Put(bp)
+	s.metrics.announce(q.Event, "ok")
+	s.log.Debug("announce", "infohash", a.InfoHash.String(), "peer", a.Addr.String(), "rack", rack,
+		"event", q.Event, "role", string(sw.Role), "peers", len(picked), "took", time.Since(start))
+}
+
+// interval is announce.interval with +-10% jitter, so that hosts started
+// together by a deploy spread their announces out.
+func (s *Server) interval() int {
+	base := s.cfg.Announce.Interval.Seconds()
+	return max(1, int(base*(0.9+0.2*rand.Float64())+0.5))
+}
+
+// locate names the host and finds its rack: an explicit host entry, else
+// reverse DNS when enabled, else the IP as text.
+func (s *Server) locate(ctx context.Context, addr netip.Addr) (rack, host string) {
+	m := s.racks.Load()
+	name, ok := m.Host(addr)
+	if !ok && s.resolver != nil {
+		if n := s.resolver.Hostname(ctx, addr); n != addr.String() {
+			name, ok = n, true
+		}
+	}
+	if !ok {
+		return m.Lookup(addr, ""), addr.String()
+	}
+	return m.Lookup(addr, name), name
+}
+
+// clientIP is the peer's address: the connection's source, unless config
+// says to believe the ip parameter or a trusted proxy's headers.
+func (s *Server) clientIP(r *http.Request, ipParam string) (netip.Addr, error) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, clientError("cannot tell the client's address")
+	}
+	addr := ap.Addr().Unmap()
+	if s.trusted(addr) {
+		if fwd := s.forwarded(r); fwd.IsValid() {
+			addr = fwd
+		}
+	}
+	if ipParam != "" && s.cfg.Announce.TrustIPParam {
+		p, err := netip.ParseAddr(ipParam)
+		if err != nil {
+			return netip.Addr{}, clientError("invalid ip " + shorten(ipParam))
+		}
+		addr = p.Unmap()
+	}
+	return addr.WithZone(""), nil
+}
+
+func (s *Server) trusted(a netip.Addr) bool {
+	for _, p := range s.proxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwarded is the client a trusted proxy reports: the right-most address of
+// X-Forwarded-For that is not itself a trusted proxy, else X-Real-IP.
+func (s *Server) forwarded(r *http.Request) netip.Addr {
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		a = a.Unmap()
+		if !s.trusted(a) {
+			return a
+		}
+	}
+	if a, err := netip.ParseAddr(strings.TrimSpace(r.Header.Get("X-Real-IP"))); err == nil {
+		return a.Unmap()
+	}
+	return netip.Addr{}
+}
+
+func (s *Server) serveScrape(w http.ResponseWriter, r *http.Request) {
+	s.metrics.scrapes.Inc()
+	raw, err := parseScrape(r.URL.RawQuery)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	hashes := make([]storage.InfoHash, len(raw))
+	for i, h := range raw {
+		hashes[i] = storage.InfoHash(h)
+	}
+	start := time.Now()
+	counts, err := s.store.Scrape(r.Context(), hashes)
+	s.metrics.storage("scrape", start, err)
+	if err != nil {
+		s.warn.log(s.log, "scrape: storage failed", "err", err)
+		s.fail(w, clientError(failureStorage))
+		return
+	}
+	files := make([]scrapeFile, len(counts))
+	for i, c := range counts {
+		files[i] = scrapeFile{InfoHash: c.InfoHash, Complete: c.Complete, Incomplete: c.Incomplete, Downloaded: c.Downloaded}
+	}
+	writeBencode(w, appendScrape(nil, files))
+}
+
+// fail answers a request the way every BitTorrent client understands: HTTP
+// 200 with a bencoded failure reason. Only a clientError's text reaches the
+// client.
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	var ce clientError
+	if !errors.As(err, &ce) {
+		s.log.Error("request failed", "err", err)
+		ce = clientError("internal tracker error")
+	}
+	writeBencode(w, appendFailure(nil, string(ce)))
+}
+
+func writeBencode(w http.ResponseWriter, b []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain")
+	h.Set("Cache-Control", "no-store")
+	w.Write(b)
+}

@@ -1,0 +1,180 @@
+package tracker
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"racktracker/storage"
+)
+
+// swarmState announces a fixed swarm over four racks (one representative
+// per rack, stall after 3 announces) and returns the rig:
+//
+//	r1: 127.0.1.1 seeder, 127.0.1.2 representative, 127.0.1.3 and .4 leechers
+//	r2: 127.0.2.1 representative, 127.0.2.2 leecher, 127.0.2.3 seeder
+//	r3: 127.0.3.1 seeder
+//	r4: 127.0.4.1 and .2 leechers that stalled: no seeder, no representative
+func swarmState(t *testing.T, handout string) (*rig, storage.InfoHash) {
+	t.Helper()
+	r := newRig(t, storage.BackendEmbedded, func(c *Config, p *RackPolicy) {
+		p.RepresentativesPerRack = 1
+		p.Handout = handout
+	})
+	h := ih(0xb1)
+	ann := func(ip string, left int64, event string) {
+		t.Helper()
+		resp := r.announce(t, newHost(t, ip), params{hash: h, port: 6881, left: left, event: event, numwant: -1, extra: "numwant=0"})
+		if resp.Failure != "" {
+			t.Fatalf("announce %s: %s", ip, resp.Failure)
+		}
+	}
+	ann("127.0.1.2", 100, "started") // first of r1: representative
+	ann("127.0.1.3", 100, "started")
+	ann("127.0.1.4", 100, "started")
+	ann("127.0.1.1", 0, "started")
+	ann("127.0.2.1", 100, "started")
+	ann("127.0.2.2", 100, "started")
+	ann("127.0.2.3", 0, "started")
+	ann("127.0.3.1", 0, "started")
+	// r4: .1 is elected, stalls three times and is demoted; .2 then takes
+	// the slot and stalls too.
+	ann("127.0.4.1", 100, "started")
+	ann("127.0.4.2", 100, "started")
+	for range 3 {
+		ann("127.0.4.1", 100, "")
+	}
+	for range 3 {
+		ann("127.0.4.2", 100, "")
+	}
+	if got := r.members(t, h.String()+":rack:r4:R"); len(got) != 0 {
+		t.Fatalf("r4 representatives = %q, want none after both stalled", got)
+	}
+	return r, h
+}
+
+// classOf names what a peer is in swarmState, from the asker's rack.
+func classOf(p netip.AddrPort, askerRack byte) string {
+	b := p.Addr().As4()
+	own := b[2] == askerRack
+	kind := map[string]string{
+		"127.0.1.1": "S", "127.0.1.2": "R", "127.0.1.3": "L", "127.0.1.4": "L",
+		"127.0.2.1": "R", "127.0.2.2": "L", "127.0.2.3": "S", "127.0.3.1": "S",
+		"127.0.4.1": "L", "127.0.4.2": "L",
+	}[p.Addr().String()]
+	if own {
+		return "own" + kind
+	}
+	return "other" + kind
+}
+
+// TestHandoutClasses asks as each class of peer and checks what it gets
+// against SPEC section 4, class by class, in order.
+func TestHandoutClasses(t *testing.T) {
+	r, h := swarmState(t, HandoutLocal)
+	for _, tc := range []struct {
+		name    string
+		asker   string
+		left    int64
+		numwant int
+		// stages lists, in order, the classes each part of the answer may
+		// hold; every peer of a stage's classes that exists must be handed
+		// out before the next stage starts (when numwant allows).
+		stages [][]string
+		// max bounds how many peers of the last stage may be handed out.
+		max int
+	}{
+		{
+			name: "representative leecher", asker: "127.0.1.2", left: 90, numwant: 50,
+			stages: [][]string{{"otherS", "otherR"}, {"ownS", "ownR", "ownL"}},
+		},
+		{
+			name: "other leecher", asker: "127.0.1.3", left: 100, numwant: 50,
+			stages: [][]string{{"ownS", "ownR"}, {"ownL"}},
+		},
+		{
+			name: "seeder", asker: "127.0.1.1", left: 0, numwant: 50,
+			// r1's representative is a leecher too: one of "its rack's leechers".
+			stages: [][]string{{"ownL", "ownR"}, {"otherR"}},
+		},
+		{
+			name: "leecher of a rack with seeders but no free representative", asker: "127.0.2.2", left: 100, numwant: 50,
+			stages: [][]string{{"ownS", "ownR"}, {"ownL"}},
+		},
+		{
+			name: "leecher of a starving rack", asker: "127.0.4.2", left: 100, numwant: 50,
+			stages: [][]string{{"otherS", "otherR"}, {"ownS", "ownR"}, {"ownL"}}, max: 2,
+		},
+		{
+			name: "numwant bounds the answer", asker: "127.0.1.2", left: 90, numwant: 2,
+			stages: [][]string{{"otherS", "otherR"}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := r.announce(t, newHost(t, tc.asker), params{hash: h, port: 6881, left: tc.left, numwant: tc.numwant})
+			got := resp.peers(t)
+			self := netip.MustParseAddr(tc.asker)
+			rack := self.As4()[2]
+			if len(got) > tc.numwant {
+				t.Errorf("%d peers, numwant %d", len(got), tc.numwant)
+			}
+			seen := map[netip.AddrPort]bool{}
+			for _, p := range got {
+				if p.Addr() == self {
+					t.Errorf("handed the asker itself: %v", got)
+				}
+				if seen[p] {
+					t.Errorf("duplicate %v in %v", p, got)
+				}
+				seen[p] = true
+			}
+			// Walk the answer stage by stage.
+			i := 0
+			for s, classes := range tc.stages {
+				n := 0
+				for i < len(got) && slices.Contains(classes, classOf(got[i], rack)) {
+					i++
+					n++
+				}
+				if s == 0 && tc.max > 0 && n > tc.max {
+					t.Errorf("stage %v: %d peers, want at most %d (escape_peers)", classes, n, tc.max)
+				}
+				if s == 0 && tc.max > 0 && n == 0 {
+					t.Errorf("stage %v: no peer of another rack for a starving rack", classes)
+				}
+			}
+			if i != len(got) {
+				var names []string
+				for _, p := range got {
+					names = append(names, p.Addr().String()+"="+classOf(p, rack))
+				}
+				t.Errorf("answer %v does not follow the classes %v", names, tc.stages)
+			}
+		})
+	}
+}
+
+// TestHandoutRandom: the rack-unaware handout mixes racks freely but still
+// never hands out the asker or a duplicate, seeders first.
+func TestHandoutRandom(t *testing.T) {
+	r, h := swarmState(t, HandoutRandom)
+	resp := r.announce(t, newHost(t, "127.0.1.3"), params{hash: h, port: 6881, left: 100, numwant: 50})
+	got := resp.peers(t)
+	if len(got) != 9 {
+		t.Errorf("random handout gave %d peers, want all 9 others: %v", len(got), got)
+	}
+	racks := map[byte]bool{}
+	seeders := true
+	for _, p := range got {
+		racks[p.Addr().As4()[2]] = true
+		c := classOf(p, 1)
+		isSeeder := c == "ownS" || c == "otherS"
+		if isSeeder && !seeders {
+			t.Errorf("seeder %v after a leecher in %v", p, got)
+		}
+		seeders = seeders && isSeeder
+	}
+	if len(racks) != 4 {
+		t.Errorf("random handout covered racks %v, want all 4", racks)
+	}
+}
