@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -61,8 +62,8 @@ func (c Config) Validate() error {
 		bad("backend", "unknown backend %q (want %q or %q)", c.Backend, BackendEmbedded, BackendRedis)
 	}
 	if c.Backend == BackendRedis {
-		if _, _, err := net.SplitHostPort(c.Redis.Addr); err != nil {
-			bad("redis.addr", "want host:port, got %q", c.Redis.Addr)
+		if _, _, err := splitAddr(c.Redis.Addr); err != nil {
+			bad("redis.addr", "%v", err)
 		}
 	}
 	if c.Redis.DB < 0 {
@@ -75,9 +76,25 @@ func (c Config) Validate() error {
 		bad("embedded.snapshot_interval", "must be positive, got %s", c.Embedded.SnapshotInterval)
 	}
 	if c.Embedded.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Embedded.Listen); err != nil {
-			bad("embedded.listen", "want host:port, got %q", c.Embedded.Listen)
+		host, _, err := splitAddr(c.Embedded.Listen)
+		ip, perr := netip.ParseAddr(host)
+		switch {
+		case err != nil:
+			bad("embedded.listen", "%v", err)
+		case host != "localhost" && (perr != nil || !ip.IsLoopback()):
+			// The embedded store has no password: serving it beyond this
+			// machine would hand every key to the network.
+			bad("embedded.listen", "%q is not a loopback address (127.0.0.0/8, ::1 or localhost)", host)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// splitAddr splits host:port and insists on a port.
+func splitAddr(addr string) (host, port string, err error) {
+	host, port, err = net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return "", "", fmt.Errorf("want host:port, got %q", addr)
+	}
+	return host, port, nil
 }

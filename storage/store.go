@@ -93,7 +93,8 @@ type Store struct {
 	rdb  *redis.Client
 	mini *miniredis.Miniredis // nil with an external Redis
 
-	dirty atomic.Bool // written since the last rebuild
+	dirty  atomic.Bool // written since the last rebuild
+	closed atomic.Bool
 }
 
 // Open connects to the configured backend. With the embedded backend it
@@ -194,7 +195,11 @@ func checkServer(info string) error {
 
 // Close closes the client; with the embedded backend it first writes a
 // final snapshot, then stops the in-process store.
+// A second Close does nothing.
 func (s *Store) Close(ctx context.Context) error {
+	if s.closed.Swap(true) {
+		return nil
+	}
 	var err error
 	if s.mini != nil {
 		err = s.Snapshot(ctx)

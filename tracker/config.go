@@ -86,7 +86,7 @@ func (c Config) Validate() error {
 		if v == "" && optional {
 			return
 		}
-		if _, _, err := net.SplitHostPort(v); err != nil {
+		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
 			bad(path, "want host:port, got %q", v)
 		}
 	}
