@@ -129,7 +129,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.Run(bg) })
 	wg.Go(func() { store.Run(bg) })
-	wg.Go(func() { reloadOnHUP(bg, *configPath, explicit, srv, racks, log) })
+	// Registered before anything is served, so a SIGHUP never finds the
+	// default action (which would end the process).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wg.Go(func() { reloadOnHUP(bg, hup, *configPath, explicit, srv, racks, log) })
 
 	served := make(chan error, len(listeners))
 	for _, l := range listeners {
@@ -168,10 +173,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // reloadOnHUP rereads the racks section of the config on SIGHUP and swaps
 // the rack map; a config or hosts file that does not load keeps the old map.
 // Other sections take effect on restart only.
-func reloadOnHUP(ctx context.Context, path string, mustExist bool, srv *tracker.Server, current *rackmap.Map, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, mustExist bool, srv *tracker.Server, current *rackmap.Map, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():

@@ -5,13 +5,18 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"racktracker/storage"
 )
@@ -21,7 +26,25 @@ type started struct {
 	base   string // http://127.0.0.1:PORT
 	cancel context.CancelFunc
 	done   chan error
-	stderr *bytes.Buffer
+	stderr *syncBuffer
+}
+
+// syncBuffer is the program's stderr, read by the test while it runs.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // start runs the program with args until the test stops it, and waits for
@@ -30,9 +53,9 @@ func start(t *testing.T, args ...string) *started {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	s := &started{cancel: cancel, done: make(chan error, 1), stderr: &bytes.Buffer{}}
+	s := &started{cancel: cancel, done: make(chan error, 1), stderr: &syncBuffer{}}
 	go func() {
-		err := run(ctx, args, pw, s.stderr) // read only after run returns
+		err := run(ctx, args, pw, s.stderr)
 		pw.Close()
 		s.done <- err
 	}()
@@ -183,4 +206,71 @@ func TestRunRefuses(t *testing.T) {
 	if b, _ := os.ReadFile(snap); !bytes.Equal(b, garbage) {
 		t.Errorf("the unreadable snapshot was changed")
 	}
+}
+
+// TestReloadRacks: SIGHUP rereads the rack map; a config that does not load
+// keeps the old one.
+func TestReloadRacks(t *testing.T) {
+	dir := t.TempDir()
+	store := freeAddr(t)
+	base := "listen: 127.0.0.1:0\nstorage:\n  embedded:\n    snapshot_path: " + filepath.Join(dir, "s") + "\n    listen: " + store + "\n"
+	cfg := writeConfig(t, dir, base)
+	s := start(t, "-config", cfg)
+	rdb := redis.NewClient(&redis.Options{Addr: store, Protocol: 2, DisableIdentity: true})
+	defer rdb.Close()
+
+	hash := strings.Repeat("\x43", 20)
+	key := strings.Repeat("43", 20) + ":peer:127.0.0.1:rack"
+	announce := func() {
+		t.Helper()
+		q := url.Values{"info_hash": {hash}, "peer_id": {"-RT0001-000000000001"}, "port": {"6881"}, "left": {"5"}}
+		if code, body := httpGet(t, s.base+"/announce?"+q.Encode()); code != 200 || strings.Contains(body, "failure") {
+			t.Fatalf("announce = %d %q", code, body)
+		}
+	}
+	rackNow := func() string {
+		announce()
+		return rdb.Get(context.Background(), key).Val()
+	}
+	if got := rackNow(); got != "default" {
+		t.Fatalf("rack before reload = %q, want default", got)
+	}
+
+	writeConfig(t, dir, base+"racks:\n  map:\n    - name: lo\n      cidrs: [127.0.0.0/24]\n")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for rackNow() != "lo" {
+		if time.Now().After(deadline) {
+			t.Fatalf("rack after SIGHUP = %q, want lo", rackNow())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A broken file on reload keeps the map that works.
+	writeConfig(t, dir, base+"racks:\n  map:\n    - name: lo\n      cidrs: [bogus]\n")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(s.stderr.String(), "keeping the current rack map") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line about the broken reload; log:\n%s", s.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := rackNow(); got != "lo" {
+		t.Errorf("rack after a broken reload = %q, want lo kept", got)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
