@@ -27,7 +27,7 @@ func (s *Store) openEmbedded(ctx context.Context) error {
 	removeStaleTemps(path)
 	m, c, err := s.startEmbedded(ctx, recs)
 	if err != nil {
-		return err
+		return fmt.Errorf("snapshot %s: %w", path, err)
 	}
 	s.mini, s.rdb = m, c
 	if found {
@@ -163,27 +163,37 @@ func dump(ctx context.Context, c *redis.Client) ([]record, error) {
 	return recs, nil
 }
 
-// Snapshot writes the embedded store to its snapshot file, atomically. When
-// the store was written since the last snapshot, it also rebuilds the
-// in-process store from the same dump: miniredis keeps a version number for
-// every key name it ever saw, deleted or not, and only a fresh instance lets
-// go of them, so peer churn would otherwise grow memory without bound.
-// With an external Redis it does nothing.
-func (s *Store) Snapshot(ctx context.Context) error {
+// Snapshot writes the embedded store to its snapshot file, atomically.
+// Every RebuildEvery snapshots, when the store was written since the last
+// rebuild, it also rebuilds the in-process store from the same dump:
+// miniredis keeps a version number for every key name it ever saw, deleted
+// or not, and only a fresh instance lets go of them, so peer churn would
+// otherwise grow memory without bound. With an external Redis it does
+// nothing.
+func (s *Store) Snapshot(ctx context.Context) error { return s.snapshot(ctx, true) }
+
+// snapshot writes the file and, when rebuild allows and it is due, rebuilds
+// the store (Close does not: the store is about to go).
+func (s *Store) snapshot(ctx context.Context, rebuild bool) error {
 	if s.mini == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, bulkTimeout)
 	defer cancel()
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	s.sinceRebuild++
+	rebuild = rebuild && s.sinceRebuild >= s.rebuildEvery
 	start := time.Now()
 	s.gate.Lock()
 	recs, err := dump(ctx, s.rdb)
 	rebuilt := false
-	if err == nil && s.dirty.Load() {
+	if err == nil && rebuild && s.dirty.Load() {
 		if rerr := s.rebuildLocked(ctx, recs); rerr != nil {
 			s.log.Error("rebuild embedded store; keeping the current one", "err", rerr)
 		} else {
 			s.dirty.Store(false)
+			s.sinceRebuild = 0
 			rebuilt = true
 		}
 	}

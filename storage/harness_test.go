@@ -78,7 +78,8 @@ func newRedis(t *testing.T, hooks []redis.Hook) *env {
 func openEnv(t *testing.T, name string, cfg Config, hooks []redis.Hook) *env {
 	t.Helper()
 	c := &clock{t: epoch}
-	opts := Options{Now: c.Now, Hooks: hooks}
+	// Rebuild at every snapshot, so that tests exercise it.
+	opts := Options{Now: c.Now, Hooks: hooks, RebuildEvery: 1}
 	s, err := Open(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", name, err)

@@ -76,7 +76,15 @@ type Options struct {
 	// Hooks are added to every Redis client the store makes (the embedded
 	// backend makes a new one each time it rebuilds its store).
 	Hooks []redis.Hook
+	// RebuildEvery is how many snapshots the embedded store takes between
+	// rebuilds (see Snapshot); defaultRebuildEvery when zero.
+	RebuildEvery int
 }
+
+// defaultRebuildEvery spreads the cost of a rebuild, which holds the store
+// while it copies it, over several snapshot intervals: with the default
+// interval the bookkeeping of deleted keys lives five minutes at most.
+const defaultRebuildEvery = 10
 
 // Store is the tracker's state in Redis, behind the key layout of keys.go.
 // Both backends share every line of it except how the client dials.
@@ -95,6 +103,12 @@ type Store struct {
 
 	dirty  atomic.Bool // written since the last rebuild
 	closed atomic.Bool
+
+	// snapMu makes snapshots one at a time, so that the file on disk is
+	// always the latest dump; sinceRebuild counts them (under snapMu).
+	snapMu       sync.Mutex
+	sinceRebuild int
+	rebuildEvery int
 }
 
 // Open connects to the configured backend. With the embedded backend it
@@ -113,12 +127,20 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 		s.now = time.Now
 	}
 	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{s.log}) })
-	switch cfg.Backend {
-	case BackendRedis:
-		return s, s.openRedis(ctx)
-	default:
-		return s, s.openEmbedded(ctx)
+	s.rebuildEvery = opts.RebuildEvery
+	if s.rebuildEvery <= 0 {
+		s.rebuildEvery = defaultRebuildEvery
 	}
+	var err error
+	if cfg.Backend == BackendRedis {
+		err = s.openRedis(ctx)
+	} else {
+		err = s.openEmbedded(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // clientOptions are shared by both backends. Writes are never resent after a
@@ -202,7 +224,7 @@ func (s *Store) Close(ctx context.Context) error {
 	}
 	var err error
 	if s.mini != nil {
-		err = s.Snapshot(ctx)
+		err = s.snapshot(ctx, false)
 	}
 	s.gate.Lock()
 	defer s.gate.Unlock()
