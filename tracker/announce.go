@@ -67,6 +67,10 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 		s.metrics.announce(q.Event, "unregistered")
 		s.fail(w, clientError("torrent not registered with this tracker"))
 		return
+	case err != nil && r.Context().Err() != nil:
+		// The client hung up: nobody to answer, nothing wrong with storage.
+		s.metrics.announce(q.Event, "canceled")
+		return
 	case err != nil:
 		s.metrics.announce(q.Event, "storage_error")
 		s.warn.log(s.log, "announce: storage failed", "infohash", a.InfoHash.String(), "peer", a.Addr.String(), "err", err)

@@ -30,7 +30,7 @@ func newMetrics() *metrics {
 		reg: prometheus.NewRegistry(),
 		announces: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "racktracker_announces_total",
-			Help: "Announces by event and result (ok, bad_request, unregistered, storage_error).",
+			Help: "Announces by event and result (ok, bad_request, unregistered, storage_error, canceled).",
 		}, []string{"event", "result"}),
 		scrapes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "racktracker_scrapes_total", Help: "Scrape requests.",
