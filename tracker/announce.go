@@ -61,7 +61,11 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 	}
 	storeStart := time.Now()
 	sw, err := s.store.Announce(r.Context(), a)
-	s.metrics.storage("announce", storeStart, err)
+	if errors.Is(err, storage.ErrNotRegistered) {
+		s.metrics.storage("announce", storeStart, nil) // storage answered: a refusal
+	} else {
+		s.metrics.storage("announce", storeStart, err)
+	}
 	switch {
 	case errors.Is(err, storage.ErrNotRegistered):
 		s.metrics.announce(q.Event, "unregistered")
