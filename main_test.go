@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"racktracker/storage"
+	"racktracker/storage/storagetest"
 )
 
 // started is a racktracker run in the test's process.
@@ -212,7 +212,7 @@ func TestRunRefuses(t *testing.T) {
 // keeps the old one.
 func TestReloadRacks(t *testing.T) {
 	dir := t.TempDir()
-	store := freeAddr(t)
+	store := storagetest.FreeAddr(t)
 	base := "listen: 127.0.0.1:0\nstorage:\n  embedded:\n    snapshot_path: " + filepath.Join(dir, "s") + "\n    listen: " + store + "\n"
 	cfg := writeConfig(t, dir, base)
 	s := start(t, "-config", cfg)
@@ -263,14 +263,4 @@ func TestReloadRacks(t *testing.T) {
 	if got := rackNow(); got != "lo" {
 		t.Errorf("rack after a broken reload = %q, want lo kept", got)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

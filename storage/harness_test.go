@@ -2,13 +2,9 @@ package storage
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"net/netip"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +13,6 @@ import (
 	"racktracker/storage/storagetest"
 )
 
-// clock is the store's injected clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // env is one backend under test: the store, a client that reads the same
 // keys behind the store's back (as an operator's redis-cli would), and the
 // clock.
@@ -42,7 +20,7 @@ type env struct {
 	name  string
 	store *Store
 	raw   *redis.Client
-	clock *clock
+	clock *storagetest.Clock
 	cfg   Config
 	opts  Options
 }
@@ -77,7 +55,7 @@ func newRedis(t *testing.T, hooks []redis.Hook) *env {
 
 func openEnv(t *testing.T, name string, cfg Config, hooks []redis.Hook) *env {
 	t.Helper()
-	c := &clock{t: epoch}
+	c := storagetest.NewClock(epoch)
 	// Rebuild at every snapshot, so that tests exercise it.
 	opts := Options{Now: c.Now, Hooks: hooks, RebuildEvery: 1}
 	s, err := Open(context.Background(), cfg, opts)
@@ -98,15 +76,7 @@ func openEnv(t *testing.T, name string, cfg Config, hooks []redis.Hook) *env {
 // startRedisServer runs redis-server on a free loopback port for the test.
 func startRedisServer(t testing.TB) string { return storagetest.RedisServer(t).Addr }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t testing.TB) string { return storagetest.FreeAddr(t) }
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -120,36 +90,8 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// keyspace reads every key and its value as text, for comparisons: strings
-// as is, sets and zsets as sorted member lists (zset members with scores).
-func keyspace(t *testing.T, c *redis.Client) map[string]string {
-	t.Helper()
-	ctx := context.Background()
-	keys, err := c.Keys(ctx, "*").Result()
-	if err != nil {
-		t.Fatalf("KEYS: %v", err)
-	}
-	out := map[string]string{}
-	for _, k := range keys {
-		switch typ := c.Type(ctx, k).Val(); typ {
-		case "string":
-			out[k] = c.Get(ctx, k).Val()
-		case "set":
-			m := c.SMembers(ctx, k).Val()
-			sort.Strings(m)
-			out[k] = "set" + fmt.Sprint(m)
-		case "zset":
-			var m []string
-			for _, z := range c.ZRangeWithScores(ctx, k, 0, -1).Val() {
-				m = append(m, fmt.Sprintf("%v=%v", z.Member, z.Score))
-			}
-			sort.Strings(m)
-			out[k] = "zset" + fmt.Sprint(m)
-		default:
-			out[k] = typ
-		}
-	}
-	return out
+func keyspace(t testing.TB, c *redis.Client) map[string]string {
+	return storagetest.Keyspace(t, c, "*")
 }
 
 func hash(b byte) InfoHash {

@@ -14,17 +14,16 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/anacrolix/torrent/bencode"
-	"github.com/redis/go-redis/v9"
 
 	"racktracker/rackmap"
 	"racktracker/storage"
+	"racktracker/storage/storagetest"
 )
 
 // The .torrent files of testdata/torrents (see its README) and what they
@@ -263,39 +262,6 @@ func sameJSON(t testing.TB, what string, got, want any) {
 	}
 }
 
-// dumpKeys reads the keys matching pattern and their values as text (sets
-// as sorted member lists, zsets with scores), as an operator's redis-cli
-// would. KEYS is fine here: a test database is small.
-func dumpKeys(t testing.TB, c *redis.Client, pattern string) map[string]string {
-	t.Helper()
-	ctx := context.Background()
-	keys, err := c.Keys(ctx, pattern).Result()
-	if err != nil {
-		t.Fatalf("KEYS %s: %v", pattern, err)
-	}
-	out := map[string]string{}
-	for _, k := range keys {
-		switch typ := c.Type(ctx, k).Val(); typ {
-		case "string":
-			out[k] = c.Get(ctx, k).Val()
-		case "set":
-			m := c.SMembers(ctx, k).Val()
-			sort.Strings(m)
-			out[k] = fmt.Sprint("set", m)
-		case "zset":
-			var m []string
-			for _, z := range c.ZRangeWithScores(ctx, k, 0, -1).Val() {
-				m = append(m, fmt.Sprintf("%v=%v", z.Member, z.Score))
-			}
-			sort.Strings(m)
-			out[k] = fmt.Sprint("zset", m)
-		default:
-			out[k] = typ
-		}
-	}
-	return out
-}
-
 // TestAdminTransferLifecycle registers, lists, shows, announces to,
 // deactivates and registers again, through the API over a real HTTP server,
 // and checks the keys deactivation leaves.
@@ -370,7 +336,7 @@ func TestAdminTransferLifecycle(t *testing.T) {
 			}})
 
 			// Deactivate: the answer is the final state.
-			before := dumpKeys(t, r.raw, singleHash+":*")
+			before := storagetest.Keyspace(t, r.raw, singleHash+":*")
 			r.clock.Advance(time.Second)
 			deregistered := rigTime(8 * time.Second)
 			r.api(t, "DELETE", "/api/transfers/"+singleHash, nil, "").decode(t, "deactivate", http.StatusOK, &got)
@@ -380,7 +346,7 @@ func TestAdminTransferLifecycle(t *testing.T) {
 
 			// Every key of the transfer moved under <datetime>:<hash>,
 			// with its value; only the index of runs stays.
-			after := dumpKeys(t, r.raw, "*"+singleHash+"*")
+			after := storagetest.Keyspace(t, r.raw, "*"+singleHash+"*")
 			prefix := deregistered + ":"
 			for k, v := range before {
 				if got, ok := after[prefix+k]; !ok || got != v {

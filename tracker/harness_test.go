@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,24 +20,6 @@ import (
 	"racktracker/storage/storagetest"
 )
 
-// testClock is the injected clock of store and server.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // rig is a tracker under test: a real HTTP server over real storage and a
 // real rack map, and a plain Redis client reading the keys as an operator's
 // redis-cli would (for the embedded store, on its embedded.listen address).
@@ -47,7 +28,7 @@ type rig struct {
 	http    *httptest.Server
 	store   *storage.Store
 	raw     *redis.Client
-	clock   *testClock
+	clock   *storagetest.Clock
 	redis   *storagetest.Server // nil for the embedded backend
 	backend string
 }
@@ -76,7 +57,7 @@ func eachBackend(t *testing.T, edit func(*Config, *RackPolicy), f func(t *testin
 
 func newRig(t testing.TB, backend string, edit func(*Config, *RackPolicy)) *rig {
 	t.Helper()
-	r := &rig{clock: &testClock{t: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)}, backend: backend}
+	r := &rig{clock: storagetest.NewClock(time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)), backend: backend}
 	scfg := storage.DefaultConfig()
 	scfg.Backend = backend
 	var addr string
@@ -108,15 +89,7 @@ func newRig(t testing.TB, backend string, edit func(*Config, *RackPolicy)) *rig 
 	return r
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t testing.TB) string { return storagetest.FreeAddr(t) }
 
 // host is a client machine: HTTP requests leave from its own loopback
 // address, so the tracker sees it as the connection's source.

@@ -1,16 +1,23 @@
-// Package storagetest starts what storage tests run against: a real
-// redis-server on a free loopback port, owned by the test.
+// Package storagetest holds what tests of racktracker's storage run
+// against and read with: a real redis-server on a free loopback port owned by
+// the test, an injectable clock, and a dump of a keyspace as redis-cli shows
+// it.
 package storagetest
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // RequireRedisEnv, when set, makes tests that need a real redis-server fail
@@ -114,4 +121,72 @@ func (s *Server) Log() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return strings.Join(s.log, "\n")
+}
+
+// Clock is an injectable clock that only moves when told.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock standing at t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now is the clock's time; pass it as a Now option.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// FreeAddr returns a 127.0.0.1 address with a port free at the time of the
+// call, for a listener the code under test opens itself.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Keyspace reads the keys matching pattern with their values as text, as an
+// operator's redis-cli would: strings as they are, sets as sorted member
+// lists, zsets as sorted member=score lists. KEYS is fine on a test store.
+func Keyspace(t testing.TB, c *redis.Client, pattern string) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := c.Keys(ctx, pattern).Result()
+	if err != nil {
+		t.Fatalf("KEYS %s: %v", pattern, err)
+	}
+	out := map[string]string{}
+	for _, k := range keys {
+		switch typ := c.Type(ctx, k).Val(); typ {
+		case "string":
+			out[k] = c.Get(ctx, k).Val()
+		case "set":
+			m := c.SMembers(ctx, k).Val()
+			sort.Strings(m)
+			out[k] = fmt.Sprint("set", m)
+		case "zset":
+			var m []string
+			for _, z := range c.ZRangeWithScores(ctx, k, 0, -1).Val() {
+				m = append(m, fmt.Sprintf("%v=%v", z.Member, z.Score))
+			}
+			sort.Strings(m)
+			out[k] = fmt.Sprint("zset", m)
+		default:
+			out[k] = typ
+		}
+	}
+	return out
 }
