@@ -163,7 +163,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	stopBG()
 	wg.Wait()
 	storeOpen = false
-	if err := store.Close(drain); err != nil {
+	// The final snapshot gets its own time: a drain that used all of its
+	// own must not cost the writes since the last periodic snapshot.
+	final, cancelFinal := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancelFinal()
+	if err := store.Close(final); err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("close storage: %w", err))
 	}
 	log.Info("stopped")

@@ -94,18 +94,24 @@ type Deactivated struct {
 }
 
 // History lists every deactivated run of every transfer, newest first. Its
-// cost follows the number of transfers ever seen and of their runs.
+// cost follows the number of transfers ever seen and of their runs. Each run
+// is read in calls of its own, so that a long history never holds the store
+// (and, behind a waiting snapshot, every announce) for its whole length.
 func (s *Store) History(ctx context.Context) ([]Deactivated, error) {
-	var out []Deactivated
-	err := s.do(ctx, bulkTimeout, func(ctx context.Context, c *redis.Client) error {
+	type run struct {
+		h  InfoHash
+		at string
+	}
+	var runs []run
+	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 		hashes, err := c.SMembers(ctx, keyTransfers).Result()
 		if err != nil {
 			return err
 		}
 		p := c.Pipeline()
-		runs := make([]*redis.StringSliceCmd, len(hashes))
+		sets := make([]*redis.StringSliceCmd, len(hashes))
 		for i, h := range hashes {
-			runs[i] = p.SMembers(ctx, tkeys(h).deactivations())
+			sets[i] = p.SMembers(ctx, tkeys(h).deactivations())
 		}
 		if _, err := p.Exec(ctx); err != nil {
 			return err
@@ -115,24 +121,36 @@ func (s *Store) History(ctx context.Context) ([]Deactivated, error) {
 			if err != nil {
 				continue
 			}
-			for _, at := range runs[i].Val() {
-				st, err := readStats(ctx, c, archived(h, at))
-				if err != nil {
-					return err
-				}
-				st.InfoHash = h
-				out = append(out, Deactivated{At: at, Stats: st})
+			for _, at := range sets[i].Val() {
+				runs = append(runs, run{h, at})
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Deactivated, 0, len(runs))
+	for _, r := range runs {
+		var st TransferStats
+		err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+			var err error
+			st, err = readStats(ctx, c, archived(r.h, r.at))
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		st.InfoHash = r.h
+		out = append(out, Deactivated{At: r.at, Stats: st})
+	}
 	slices.SortFunc(out, func(a, b Deactivated) int {
 		if a.At != b.At {
 			return -cmp.Compare(a.At, b.At)
 		}
 		return cmp.Compare(a.Stats.InfoHash.String(), b.Stats.InfoHash.String())
 	})
-	return out, err
+	return out, nil
 }
 
 // Active lists the active transfers' states, sorted by hash.

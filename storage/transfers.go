@@ -32,11 +32,23 @@ func (s *Store) Register(ctx context.Context, h InfoHash, name string, length in
 // Deactivate retires an active transfer (SPEC section 3): its keys move
 // under <datetime>:<hash>, which it returns. ErrNotFound when not active.
 func (s *Store) Deactivate(ctx context.Context, h InfoHash) (string, error) {
+	return s.deactivate(ctx, h, "")
+}
+
+// DeactivateIdle retires h like Deactivate, but only if it is still idle as
+// Idle(cutoff) found it: the check and the retirement are one step, so a
+// peer that announced in between (to any tracker process) keeps its
+// transfer. ErrNotFound when h is not active or no longer idle.
+func (s *Store) DeactivateIdle(ctx context.Context, h InfoHash, cutoff time.Time) (string, error) {
+	return s.deactivate(ctx, h, FormatTime(cutoff))
+}
+
+func (s *Store) deactivate(ctx context.Context, h InfoHash, idleBefore string) (string, error) {
 	at := FormatTime(s.now())
 	var ok int64
 	err := s.do(ctx, bulkTimeout, func(ctx context.Context, c *redis.Client) error {
 		var err error
-		ok, err = scriptDeactivate.Run(ctx, c, nil, h.String(), at).Int64()
+		ok, err = scriptDeactivate.Run(ctx, c, nil, h.String(), at, idleBefore).Int64()
 		return err
 	})
 	if err != nil {

@@ -22,6 +22,7 @@ type Store interface {
 	Idle(ctx context.Context, cutoff time.Time) ([]storage.InfoHash, error)
 	Register(ctx context.Context, h storage.InfoHash, name string, length int64, torrent []byte) error
 	Deactivate(ctx context.Context, h storage.InfoHash) (string, error)
+	DeactivateIdle(ctx context.Context, h storage.InfoHash, cutoff time.Time) (string, error)
 	Transfer(ctx context.Context, h storage.InfoHash) (storage.TransferStats, error)
 	Active(ctx context.Context) ([]storage.TransferStats, error)
 	History(ctx context.Context) ([]storage.Deactivated, error)
@@ -155,7 +156,8 @@ func (s *Server) maintain(ctx context.Context) {
 	if exp.Peers > 0 {
 		s.log.Debug("expired peers", "peers", exp.Peers, "elected", exp.Elected)
 	}
-	idle, err := s.store.Idle(ctx, now.Add(-s.cfg.Transfers.IdleTimeout))
+	cutoff := now.Add(-s.cfg.Transfers.IdleTimeout)
+	idle, err := s.store.Idle(ctx, cutoff)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.warn.log(s.log, "idle pass failed", "err", err)
@@ -163,7 +165,7 @@ func (s *Server) maintain(ctx context.Context) {
 		return
 	}
 	for _, h := range idle {
-		if _, err := s.store.Deactivate(ctx, h); err == nil {
+		if _, err := s.store.DeactivateIdle(ctx, h, cutoff); err == nil {
 			s.log.Info("deactivated idle transfer", "infohash", h.String(), "idle_timeout", s.cfg.Transfers.IdleTimeout)
 		}
 	}

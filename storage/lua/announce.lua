@@ -41,8 +41,16 @@ if oldport and (oldport ~= port or oldrack ~= rack) then
   local wasrep = leave_current(h, oldrack, op)
   keeprep = wasrep and oldrack == rack
   if oldport ~= port then
+    -- Every set: the host may have been seen in several racks.
     redis.call('SREM', K.peers(h, 'N'), op)
-    if oldrack then redis.call('SREM', K.rackset(h, oldrack, 'N'), op) end
+    for _, r in ipairs(redis.call('SMEMBERS', K.field(h, 'racks'))) do
+      redis.call('SREM', K.rackset(h, r, 'N'), op)
+    end
+  end
+  if oldrack and oldrack ~= rack then
+    -- The slot it held in its old rack is filled at once, not at that
+    -- rack's next announce.
+    elect(h, oldrack, limit, stall_limit)
   end
 end
 
@@ -106,13 +114,16 @@ end
 -- has no seeder to fetch from instead.
 local isrep = redis.call('SISMEMBER', rr, peer) == 1
 local demoted = 0
+-- Before any seeder exists nobody can be blamed for not progressing: nobody
+-- stalls then, or leechers that start before their origin would all end up
+-- unelectable.
 if not seeder and oldleft then
   local progressed = nleft < tonumber(oldleft)
   local rstalls = K.rackset(h, rack, 'stalls')
   if progressed then
     redis.call('SET', rstalls, 0)
     redis.call('DEL', pk('stalls'))
-  else
+  elseif redis.call('EXISTS', K.peers(h, 'S')) == 1 then
     redis.call('INCR', rstalls)
     if isrep and redis.call('EXISTS', rs) == 0 then
       if redis.call('INCR', pk('stalls')) >= stall_limit then
@@ -140,15 +151,16 @@ if role == 'L' then
   end
 end
 
--- others returns up to n members of the global set key that are not in the
--- asker's rack (not in the rack's set rackkey).
-local function others(key, rackkey, n, draw)
+-- others returns up to n members of the global set key, drawn at random,
+-- that are not in the asker's rack (not in the rack's set rackkey) nor, when
+-- given, in the set skip. Twice n are drawn, for those filtered out.
+local function others(key, rackkey, n, skip)
   local out = {}
-  local members
-  if draw then members = redis.call('SRANDMEMBER', key, draw) else members = redis.call('SMEMBERS', key) end
-  for _, m in ipairs(members) do
+  for _, m in ipairs(redis.call('SRANDMEMBER', key, 2 * n)) do
     if #out >= n then break end
-    if redis.call('SISMEMBER', rackkey, m) == 0 then out[#out + 1] = m end
+    if redis.call('SISMEMBER', rackkey, m) == 0 and (not skip or redis.call('SISMEMBER', skip, m) == 0) then
+      out[#out + 1] = m
+    end
   end
   return out
 end
@@ -165,8 +177,14 @@ if sample > 0 then
     end
     pools[3] = redis.call('ZRANDMEMBER', rl, sample)
     local remote = role == 'R' or escape == 1
-    if remote then pools[4] = others(K.peers(h, 'S'), rs, sample, 2 * sample) end
-    if remote or seeder then pools[5] = others(K.peers(h, 'R'), rr, sample, nil) end
+    if remote then
+      pools[4] = others(K.peers(h, 'S'), rs, sample, nil)
+      pools[5] = others(K.peers(h, 'R'), rr, sample, nil)
+    elseif seeder then
+      -- A seeder wants nothing from another seeder: representatives that
+      -- completed are left out.
+      pools[5] = others(K.peers(h, 'R'), rr, sample, K.peers(h, 'S'))
+    end
   end
   if with_ids then
     for i, pool in ipairs(pools) do

@@ -4,9 +4,17 @@
 -- transfer's own sets (peers:N names every peer with keys, <hash>:racks
 -- every rack), so the cost follows the transfer, not the keyspace.
 -- <hash>:deactivations records the datetime, to find the renamed keys later.
--- Returns 1, or 0 when h is not active.
-local h, now = ARGV[1], ARGV[2]
+-- With ARGV[3] (a datetime) it retires h only if h is still idle: no
+-- current peer, and neither its last announce nor, never announced, its
+-- activation after ARGV[3]; a peer that announced meanwhile keeps it.
+-- Returns 1, or 0 when h is not active (or no longer idle).
+local h, now, idle_before = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('SISMEMBER', K.active, h) == 0 then return 0 end
+if idle_before and idle_before ~= '' then
+  if redis.call('ZCARD', K.field(h, 'seen')) > 0 then return 0 end
+  local last = redis.call('GET', K.field(h, 'last_announce')) or redis.call('GET', K.field(h, 'registered')) or ''
+  if last >= idle_before then return 0 end
+end
 redis.call('SET', K.field(h, 'deregistered'), now)
 redis.call('SREM', K.active, h)
 

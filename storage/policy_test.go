@@ -1,0 +1,306 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Regression tests of the election and sampling rules of SPEC section 4,
+// and a randomized walk that checks the store's invariants after every
+// step.
+
+// TestOtherRepsSampledAtRandom: other racks' representatives are drawn at
+// random, not the first of a fixed order.
+func TestOtherRepsSampledAtRandom(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		h := hash(0x10)
+		for r := range 40 {
+			for i := range 2 {
+				mustAnnounce(t, e.store, ann(h, fmt.Sprintf("10.%d.0.%d:1", r, i+1), fmt.Sprintf("r%02d", r), EventStarted, 100))
+			}
+		}
+		seen := map[string]bool{}
+		for range 50 {
+			a := ann(h, "10.99.0.1:1", "rx", "", 0)
+			a.Sample = 11
+			sw := mustAnnounce(t, e.store, a)
+			if n := len(sw.Pools[OtherReps]); n != 11 {
+				t.Fatalf("other representatives pool has %d, want 11", n)
+			}
+			for _, p := range sw.Pools[OtherReps] {
+				seen[p.Addr.String()] = true
+			}
+		}
+		// A fixed order reaches the same 11 every time. Redis' SRANDMEMBER
+		// is not uniform (it samples buckets), so ask for clearly more than
+		// a fixed order, not for all 80.
+		if len(seen) < 33 {
+			t.Errorf("50 handouts of 11 reached %d of 80 representatives, want at least 3 times 11", len(seen))
+		}
+	})
+}
+
+// TestRackMoveRefills: a representative that moves rack frees its old
+// rack's slot, and the slot is filled at once.
+func TestRackMoveRefills(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		h := hash(0x11)
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStarted, 100))
+		mustAnnounce(t, e.store, ann(h, "10.0.0.2:1", "r1", EventStarted, 100))
+		mustAnnounce(t, e.store, ann(h, "10.0.0.3:1", "r1", EventStarted, 100))
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r2", "", 100))
+		got := e.raw.SMembers(context.Background(), transferKeys(h).rack("r1", "R")).Val()
+		slices.Sort(got)
+		if want := []string{"10.0.0.2:1", "10.0.0.3:1"}; !slices.Equal(got, want) {
+			t.Errorf("r1 representatives after one moved to r2 = %q, want %q", got, want)
+		}
+	})
+}
+
+// TestSeederNotHandedSeeders: a seeder's other-rack representatives leave
+// out those that completed: seeders have nothing to give each other.
+func TestSeederNotHandedSeeders(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		h := hash(0x13)
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStarted, 100))
+		mustAnnounce(t, e.store, ann(h, "10.0.1.1:1", "r2", EventStarted, 100))
+		mustAnnounce(t, e.store, ann(h, "10.0.2.1:1", "r3", EventStarted, 100))
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventCompleted, 0))
+		mustAnnounce(t, e.store, ann(h, "10.0.1.1:1", "r2", EventCompleted, 0))
+		sw := mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", "", 0))
+		var got []string
+		for _, p := range sw.Pools[OtherReps] {
+			got = append(got, p.Addr.String())
+		}
+		if want := []string{"10.0.2.1:1"}; !slices.Equal(got, want) {
+			t.Errorf("seeder's other representatives = %q, want only the leeching one %q", got, want)
+		}
+	})
+}
+
+// TestNoStallBeforeSeeder: leechers that announce before any seeder exists
+// are not demoted for it, so their rack keeps its representatives.
+func TestNoStallBeforeSeeder(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		h := hash(0x21)
+		peers := []string{"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"}
+		for _, p := range peers {
+			mustAnnounce(t, e.store, ann(h, p, "r1", EventStarted, 100))
+		}
+		for range 8 {
+			for _, p := range peers {
+				mustAnnounce(t, e.store, ann(h, p, "r1", "", 100))
+			}
+		}
+		mustAnnounce(t, e.store, ann(h, "10.9.0.1:1", "r0", EventStarted, 0))
+		sw := mustAnnounce(t, e.store, ann(h, "10.0.0.3:1", "r1", "", 100))
+		if n := e.raw.SCard(context.Background(), transferKeys(h).rack("r1", "R")).Val(); n != 2 {
+			t.Errorf("r1 holds %d representatives after waiting for the origin, want 2", n)
+		}
+		if sw.Escape {
+			t.Errorf("a leecher of a rack with representatives escapes")
+		}
+		// Once there is a seeder, a representative that does not progress
+		// is demoted as before.
+		for range 3 {
+			mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", "", 100))
+		}
+		if e.raw.SIsMember(context.Background(), transferKeys(h).rack("r1", "R"), "10.0.0.1:1").Val() {
+			t.Errorf("a representative that stalled 3 announces with a seeder in the swarm is still one")
+		}
+	})
+}
+
+// TestDeactivateIdleRace: a transfer that found a peer after the idle pass
+// looked is not retired.
+func TestDeactivateIdleRace(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		h := hash(0x31)
+		if err := e.store.Register(ctx, h, "x", 1, nil); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(2 * time.Hour)
+		cutoff := e.clock.Now().Add(-time.Hour)
+		idle, err := e.store.Idle(ctx, cutoff)
+		if err != nil || len(idle) != 1 {
+			t.Fatalf("Idle = %v, %v; want the registered transfer", idle, err)
+		}
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStarted, 1))
+		if _, err := e.store.DeactivateIdle(ctx, h, cutoff); !errors.Is(err, ErrNotFound) {
+			t.Errorf("DeactivateIdle after an announce = %v, want ErrNotFound (not idle)", err)
+		}
+		if ok, _ := e.store.IsActive(ctx, h); !ok {
+			t.Errorf("transfer retired although a peer announced")
+		}
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStopped, 1))
+		e.clock.Advance(2 * time.Hour)
+		if _, err := e.store.DeactivateIdle(ctx, h, e.clock.Now().Add(-time.Hour)); err != nil {
+			t.Errorf("DeactivateIdle of an idle transfer = %v", err)
+		}
+	})
+}
+
+// TestPortChangeAfterRackChange: a new port replaces the old member in
+// every set, in every rack the host was seen in.
+func TestPortChangeAfterRackChange(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		h := hash(0x32)
+		k := transferKeys(h)
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStarted, 100))
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r2", "", 100))
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:2", "r2", "", 100))
+		for _, key := range []string{k.peers("N"), k.rack("r1", "N"), k.rack("r2", "N")} {
+			if e.raw.SIsMember(context.Background(), key, "10.0.0.1:1").Val() {
+				t.Errorf("%s still holds the old port's member", key)
+			}
+		}
+	})
+}
+
+// checkInvariants checks what every announce, expiry and deactivation must
+// leave true; it reports and returns false on the first broken step.
+func checkInvariants(t *testing.T, c *redis.Client, h InfoHash, limit int, step string) bool {
+	t.Helper()
+	ctx := context.Background()
+	k := transferKeys(h)
+	ok := true
+	bad := func(f string, a ...any) { ok = false; t.Errorf(step+": "+f, a...) }
+	S := c.SMembers(ctx, k.peers("S")).Val()
+	L := c.SMembers(ctx, k.peers("L")).Val()
+	R := c.SMembers(ctx, k.peers("R")).Val()
+	N := c.SMembers(ctx, k.peers("N")).Val()
+	cs, _ := c.Get(ctx, k.field("complete")).Int()
+	ci, _ := c.Get(ctx, k.field("incomplete")).Int()
+	if cs != len(S) || ci != len(L) {
+		bad("counters complete=%d incomplete=%d, sets S=%d L=%d", cs, ci, len(S), len(L))
+	}
+	in := func(xs []string, x string) bool {
+		for _, y := range xs {
+			if y == x {
+				return true
+			}
+		}
+		return false
+	}
+	ips := map[string]string{}
+	for _, p := range append(append([]string{}, S...), L...) {
+		if in(S, p) && in(L, p) {
+			bad("%s in S and L", p)
+		}
+		ip := peerIP(p)
+		if o, dup := ips[ip]; dup && o != p {
+			bad("ip %s current twice: %s %s", ip, o, p)
+		}
+		ips[ip] = p
+		if !in(N, p) {
+			bad("%s current but not in N", p)
+		}
+		port := c.Get(ctx, k.peer(ip, "port")).Val()
+		if !strings.HasSuffix(p, ":"+port) {
+			bad("%s current but port key %s", p, port)
+		}
+	}
+	seen := c.ZRange(ctx, k.field("seen"), 0, -1).Val()
+	if len(seen) != len(ips) {
+		bad("seen %v vs current %v", seen, ips)
+	}
+	racks := c.SMembers(ctx, k.field("racks")).Val()
+	var allR, allS, allL []string
+	for _, r := range racks {
+		rr := c.SMembers(ctx, k.rack(r, "R")).Val()
+		rs := c.SMembers(ctx, k.rack(r, "S")).Val()
+		rl := c.ZRange(ctx, k.rack(r, "left"), 0, -1).Val()
+		if len(rr) > limit {
+			bad("rack %s has %d reps %v", r, len(rr), rr)
+		}
+		for _, p := range rr {
+			if !in(S, p) && !in(L, p) {
+				bad("rep %s of %s not current", p, r)
+			}
+			if c.Get(ctx, k.peer(peerIP(p), "rack")).Val() != r {
+				bad("rep %s of %s has another rack", p, r)
+			}
+		}
+		for _, p := range append(append([]string{}, rs...), rl...) {
+			if c.Get(ctx, k.peer(peerIP(p), "rack")).Val() != r {
+				bad("member %s of %s has rack %s", p, r, c.Get(ctx, k.peer(peerIP(p), "rack")).Val())
+			}
+		}
+		allR, allS, allL = append(allR, rr...), append(allS, rs...), append(allL, rl...)
+	}
+	if len(allR) != len(R) || len(allS) != len(S) || len(allL) != len(L) {
+		bad("rack sets R=%d S=%d L=%d vs global R=%d S=%d L=%d", len(allR), len(allS), len(allL), len(R), len(S), len(L))
+	}
+	return ok
+}
+
+// TestRandomizedInvariants walks random hosts (IPv4 and IPv6) through port
+// and rack changes, every event, seeders turning leechers, expiry passes and
+// deactivations, and checks the invariants after every step.
+func TestRandomizedInvariants(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		rng := rand.New(rand.NewPCG(1, 2))
+		h := hash(0x77)
+		ips := []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "fd00::1", "fd00::2", "10.0.0.5"}
+		racks := []string{"r1", "r2"}
+		events := []string{"", "", "", "started", "completed", "stopped", "paused"}
+		left := map[string]int64{}
+		for i := range 3000 {
+			ip := ips[rng.IntN(len(ips))]
+			if _, ok := left[ip]; !ok {
+				left[ip] = 1000
+			}
+			switch rng.IntN(4) {
+			case 0:
+				left[ip] = max(0, left[ip]-int64(rng.IntN(400)))
+			case 1:
+				if rng.IntN(5) == 0 {
+					left[ip] = 1000
+				}
+			}
+			port := uint16(1 + rng.IntN(2))
+			rack := racks[rng.IntN(len(racks))]
+			if rng.IntN(5) != 0 {
+				// mostly a stable rack per ip
+				rack = racks[int(ip[len(ip)-1])%len(racks)]
+			}
+			ev := events[rng.IntN(len(events))]
+			a := ann(h, netip.AddrPortFrom(netip.MustParseAddr(ip), port).String(), rack, ev, left[ip])
+			mustAnnounce(t, e.store, a)
+			step := fmt.Sprintf("step %d %s:%d %s %q left=%d", i, ip, port, rack, ev, left[ip])
+			if rng.IntN(10) == 0 {
+				e.clock.Advance(time.Duration(rng.IntN(60)) * time.Second)
+			}
+			if rng.IntN(20) == 0 {
+				if _, err := e.store.Expire(ctx, e.clock.Now().Add(-30*time.Second), 2, 3); err != nil {
+					t.Fatal(err)
+				}
+				step += " +expire"
+			}
+			if !checkInvariants(t, e.raw, h, 2, step) {
+				return
+			}
+			if rng.IntN(300) == 0 {
+				if _, err := e.store.Deactivate(ctx, h); err != nil {
+					t.Fatal(err)
+				}
+				keys := e.raw.Keys(ctx, h.String()+"*").Val()
+				if len(keys) != 1 {
+					t.Fatalf("%s: after deactivate keys %v", step, keys)
+				}
+				e.clock.Advance(time.Second)
+			}
+		}
+	})
+}
