@@ -38,21 +38,7 @@ func TestSwarmDownload(t *testing.T) {
 
 	// Every byte came from a client of the swarm, by its own address: a
 	// remote 127.0.0.1 would mean a dial that was not bound.
-	known := map[netip.Addr]bool{seeder.IP: true}
-	for _, l := range leechers {
-		known[l.IP] = true
-	}
-	bytes, bad := ta.snapshot()
-	if len(bad) > 0 {
-		t.Errorf("bytes from unparsable remote addresses: %v", bad)
-	}
-	read := map[netip.Addr]int64{}
-	for k, n := range bytes {
-		if !known[k[1]] {
-			t.Errorf("%s read %d bytes from %s, which is no client of the swarm", k[0], n, k[1])
-		}
-		read[k[0]] += n
-	}
+	read := readBytes(t, ta, seeder, leechers, nil)
 	for _, l := range leechers {
 		if read[l.IP] < p.Bytes {
 			t.Errorf("%s read %d useful bytes, want at least the payload's %d", l.IP, read[l.IP], p.Bytes)
@@ -268,29 +254,14 @@ func runCrossRack(t *testing.T, policy tracker.RackPolicy) crossRack {
 		checkContent(t, l, p.Data)
 	}
 
-	known := map[netip.Addr]bool{seeder.IP: true}
-	for _, l := range leechers {
-		known[l.IP] = true
-	}
-	bytes, bad := ta.snapshot()
-	if len(bad) > 0 {
-		t.Errorf("bytes from unparsable remote addresses: %v", bad)
-	}
-	read := map[netip.Addr]int64{}
-	for k, n := range bytes {
-		reader, remote := k[0], k[1]
-		if !known[remote] {
-			t.Errorf("%s read %d bytes from %s, which is no client of the swarm", reader, n, remote)
-			continue
-		}
-		read[reader] += n
+	read := readBytes(t, ta, seeder, leechers, func(reader, remote netip.Addr, n int64) {
 		if rackOf(reader) == rackOf(remote) {
 			res.inRack += n
 		} else {
 			res.cross += n
 			res.perRack[rackOf(reader)] += n
 		}
-	}
+	})
 	for _, l := range leechers {
 		// The callback and the client's own aggregate count the same bytes.
 		stats := l.Tor.Stats()
@@ -313,7 +284,8 @@ func runCrossRack(t *testing.T, policy tracker.RackPolicy) crossRack {
 		t.Errorf("tracker saw %d peers, want %d", st.PeersSeen, 1+leecherRacks*hostsPerRack)
 	}
 	if testing.Verbose() {
-		logMatrix(t, bytes)
+		matrix, _ := ta.snapshot()
+		logMatrix(t, matrix)
 	}
 	return res
 }
@@ -335,4 +307,33 @@ func logMatrix(t *testing.T, bytes map[[2]netip.Addr]int64) {
 		}
 	}
 	t.Logf("MiB read, by reader and remote:%s", b.String())
+}
+
+// readBytes sums the useful bytes each client read, from the tally, and
+// checks that every byte came from a client of the swarm by its own
+// address (a remote 127.0.0.1 would mean a dial that was not bound). each,
+// when set, sees every (reader, remote, bytes) of a known remote.
+func readBytes(t *testing.T, ta *tally, seeder *peer, leechers []*peer, each func(reader, remote netip.Addr, n int64)) map[netip.Addr]int64 {
+	t.Helper()
+	known := map[netip.Addr]bool{seeder.IP: true}
+	for _, l := range leechers {
+		known[l.IP] = true
+	}
+	bytes, bad := ta.snapshot()
+	if len(bad) > 0 {
+		t.Errorf("bytes from unparsable remote addresses: %v", bad)
+	}
+	read := map[netip.Addr]int64{}
+	for k, n := range bytes {
+		reader, remote := k[0], k[1]
+		if !known[remote] {
+			t.Errorf("%s read %d bytes from %s, which is no client of the swarm", reader, n, remote)
+			continue
+		}
+		read[reader] += n
+		if each != nil {
+			each(reader, remote, n)
+		}
+	}
+	return read
 }
