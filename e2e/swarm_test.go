@@ -145,8 +145,7 @@ const (
 // one, each time with a fresh tracker, store, clients and network. The
 // payload bytes that cross racks are counted from the clients' own
 // per-connection byte counts. A third run, with one representative per rack
-// rather than the default two, shows what the second representative costs;
-// the one-copy aim is asserted on it (see the end of the test).
+// rather than the default two, shows what the second representative costs.
 //
 // The hosts talk over a modelled data-center network (see hostUplink and
 // rackUplink): NICs per host, and one uplink per rack shared by its hosts.
@@ -182,15 +181,10 @@ func TestCrossRackTraffic(t *testing.T) {
 	t.Logf("cross-rack payload copies per leecher rack (%d MiB payload, %d racks x %d leechers, origin seeder alone in r1; network: %d MiB/s NIC per host, %d MiB/s uplink per rack and direction shared by its %d hosts, %.1f:1 oversubscribed): local %.2f, random %.2f; local with 1 representative per rack %.2f; completion %s, %s, %s",
 		crossPayload>>20, leecherRacks, hostsPerRack, hostUplink>>20, rackUplink>>20, hostsPerRack, float64(hostsPerRack*hostUplink)/float64(rackUplink), l.copies, r.copies, one.copies,
 		l.complete.Round(10*time.Millisecond), r.complete.Round(10*time.Millisecond), one.complete.Round(10*time.Millisecond))
-	// The aim of SPEC section 4, about one copy into each rack, holds with
-	// one representative per rack. With the default two, both are handed the
-	// other racks at their first announce (this client announces once a
-	// minute, so there is no second chance to steer them) and each pulls
-	// most of the payload from outside: measured 1.56-1.66 copies. That is a
-	// known limit of SPEC section 4's handout at its default, recorded in the
-	// README; it is measured and logged here, and must stay below random.
-	if one.copies >= 1.5 {
-		t.Errorf("handout local, one representative per rack: %.2f payload copies crossed racks per rack, want < 1.5", one.copies)
+	// The aim of SPEC section 4: about one copy into each rack, where the
+	// rack-unaware handout moves more.
+	if l.copies >= 1.5 || one.copies >= 1.5 {
+		t.Errorf("handout local: %.2f payload copies crossed racks per rack (%.2f with one representative per rack), want < 1.5", l.copies, one.copies)
 	}
 	if r.copies <= l.copies || r.copies <= one.copies {
 		t.Errorf("handout random: %.2f payload copies crossed racks per rack, want more than local's %.2f (two representatives) and %.2f (one)", r.copies, l.copies, one.copies)

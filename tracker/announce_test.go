@@ -77,10 +77,11 @@ func TestAnnounceSwarm(t *testing.T) {
 			t.Errorf("b got %v, want %v", got, want)
 		}
 		resp = r.announce(t, c, params{hash: h, port: 6883, left: 1000, event: "started"})
-		// c is r2's only peer, so its representative: it gets r1's
-		// representatives (a and b) as other racks' peers.
-		if got, want := sorted(resp.peers(t)), addrs("127.0.1.1:6881", "127.0.1.2:6882"); !slices.Equal(got, want) {
-			t.Errorf("c got %v, want %v", got, want)
+		// c is r2's only peer, so its representative: it gets one of r1's
+		// representatives (a or b), one being its share of remotePerRack
+		// with two representatives per rack.
+		if got := resp.peers(t); len(got) != 1 || (got[0] != addrs("127.0.1.1:6881")[0] && got[0] != addrs("127.0.1.2:6882")[0]) {
+			t.Errorf("c got %v, want one of r1's representatives", got)
 		}
 
 		// a completes: a seeder, still r1's representative.
