@@ -130,13 +130,13 @@ const (
 	// hostUplink is every host's NIC. On an unpaced loopback the origin
 	// seeder alone serves every representative a whole copy before they can
 	// help each other, which no network does.
-	hostUplink = 32 << 20
+	hostUplink = 32 << 20 / linkScale
 	// rackUplink is every rack's uplink, per direction: one NIC's worth for
 	// the rack's three hosts, an oversubscription of 3:1. A data-center rack
 	// of about 40 hosts is typically oversubscribed 2:1 to 4:1 (e.g. 40 x 25
 	// Gb/s behind 4 x 100 Gb/s); in a model rack of 3 hosts that ratio is an
 	// uplink of 0.75 to 1.5 NICs, and 1 NIC is the middle of it.
-	rackUplink = 32 << 20
+	rackUplink = 32 << 20 / linkScale
 )
 
 // TestCrossRackTraffic is issue 4 measured with real clients (SPEC section
