@@ -37,10 +37,11 @@ import (
 //	<hash>:last_announce                 string  announce: datetime of the latest announce (idle timeout)
 //	<hash>:racks                         set     announce: racks seen in this transfer
 //	<hash>:rack:<rack>:left              zset    announce: current leechers of the rack -> left (election order)
+//	<hash>:rack:<rack>:since             zset    announce: current leechers of the rack -> when they joined (unix ms; election ties)
 //	<hash>:rack:<rack>:stalls            string  announce: leecher announces since the rack last made progress
 //	<hash>:complete, :incomplete         string  announce: sizes of peers:S and peers:L (SCARD sorts on miniredis)
 //	<hash>:completions                   string  announce: count of completed events (scrape "downloaded")
-//	<hash>:peer:<ip>:stalls              string  announce: announces of a representative without progress
+//	<hash>:peer:<ip>:stalls              string  announce: announces of a representative without progress (paused: the limit)
 //	<hash>:deactivations                 set     deactivate: datetimes under which this hash's keys were renamed
 //
 // <hash>:deactivations is the one key deactivation does not rename: it is the
@@ -73,7 +74,7 @@ var transferFields = []string{
 var transferSets = []string{"peers:N", "peers:R", "peers:S", "peers:L", "seen", "racks"}
 
 // rackSuffixes are the per-transfer, per-rack keys, <hash>:rack:<rack>:<suffix>.
-var rackSuffixes = []string{"N", "R", "S", "left", "stalls"}
+var rackSuffixes = []string{"N", "R", "S", "left", "since", "stalls"}
 
 // peerFields are the per-peer string keys, <hash>:peer:<ip>:<field>.
 var peerFields = []string{

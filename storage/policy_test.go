@@ -167,6 +167,53 @@ func TestPortChangeAfterRackChange(t *testing.T) {
 	})
 }
 
+// TestRefillFirstToAnnounce: among leechers of equal progress a freed slot
+// goes to the first that announced, not to the lowest address.
+func TestRefillFirstToAnnounce(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		h := hash(0x33)
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStarted, 100))
+		mustAnnounce(t, e.store, ann(h, "10.0.0.2:1", "r1", EventStarted, 100))
+		e.clock.Advance(time.Second)
+		mustAnnounce(t, e.store, ann(h, "10.0.0.9:1", "r1", EventStarted, 100)) // third
+		e.clock.Advance(time.Second)
+		mustAnnounce(t, e.store, ann(h, "10.0.0.10:1", "r1", EventStarted, 100)) // fourth, sorts first as text
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStopped, 100))
+		got := e.raw.SMembers(context.Background(), transferKeys(h).rack("r1", "R")).Val()
+		slices.Sort(got)
+		if want := []string{"10.0.0.2:1", "10.0.0.9:1"}; !slices.Equal(got, want) {
+			t.Errorf("r1 representatives after one stopped = %q, want %q (the first waiting)", got, want)
+		}
+	})
+}
+
+// TestPausedNotElected: a paused peer (BEP 21) downloads nothing, so it
+// gives up a representative slot and is not elected until it progresses.
+func TestPausedNotElected(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		h := hash(0x34)
+		rk := transferKeys(h).rack("r1", "R")
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStarted, 10)) // representative
+		mustAnnounce(t, e.store, ann(h, "10.0.0.2:1", "r1", EventStarted, 100))
+		mustAnnounce(t, e.store, ann(h, "10.0.0.3:1", "r1", EventStarted, 100))
+		sw := mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventPaused, 10))
+		if sw.Role != RoleLeecher || sw.Demoted != 1 {
+			t.Errorf("paused representative: role %c, demoted %d; want L, 1", sw.Role, sw.Demoted)
+		}
+		got := e.raw.SMembers(context.Background(), rk).Val()
+		slices.Sort(got)
+		if want := []string{"10.0.0.2:1", "10.0.0.3:1"}; !slices.Equal(got, want) {
+			t.Errorf("r1 representatives after one paused = %q, want %q", got, want)
+		}
+		// Resumed and progressing, it is eligible again when a slot frees.
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", "", 5))
+		mustAnnounce(t, e.store, ann(h, "10.0.0.3:1", "r1", EventStopped, 100))
+		if !e.raw.SIsMember(context.Background(), rk, "10.0.0.1:1").Val() {
+			t.Errorf("resumed peer not elected into the freed slot")
+		}
+	})
+}
+
 // checkInvariants checks what every announce, expiry and deactivation must
 // leave true; it reports and returns false on the first broken step.
 func checkInvariants(t *testing.T, c *redis.Client, h InfoHash, limit int, step string) bool {

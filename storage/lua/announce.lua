@@ -89,11 +89,13 @@ if seeder then
   if redis.call('SREM', K.peers(h, 'L'), peer) == 1 then redis.call('DECR', K.field(h, 'incomplete')) end
   redis.call('SADD', rs, peer)
   redis.call('ZREM', rl, peer)
+  redis.call('ZREM', K.rackset(h, rack, 'since'), peer)
 else
   if redis.call('SADD', K.peers(h, 'L'), peer) == 1 then redis.call('INCR', K.field(h, 'incomplete')) end
   if redis.call('SREM', K.peers(h, 'S'), peer) == 1 then redis.call('DECR', K.field(h, 'complete')) end
   redis.call('SREM', rs, peer)
   redis.call('ZADD', rl, nleft, peer)
+  redis.call('ZADD', K.rackset(h, rack, 'since'), 'NX', nowms, peer)
 end
 if keeprep then
   redis.call('SADD', K.peers(h, 'R'), peer)
@@ -133,6 +135,18 @@ if not seeder and oldleft then
         demoted = 1
       end
     end
+  end
+end
+
+-- A paused peer (BEP 21) downloads nothing more: it cannot fetch for its
+-- rack, so it gives up the role and is not elected while paused.
+if event == 'paused' and not seeder then
+  redis.call('SET', pk('stalls'), stall_limit)
+  if isrep then
+    redis.call('SREM', rr, peer)
+    redis.call('SREM', K.peers(h, 'R'), peer)
+    isrep = false
+    demoted = 1
   end
 end
 

@@ -14,15 +14,15 @@ local function leave_current(h, rack, p)
     redis.call('SREM', K.rackset(h, rack, 'S'), p)
     redis.call('SREM', K.rackset(h, rack, 'R'), p)
     redis.call('ZREM', K.rackset(h, rack, 'left'), p)
+    redis.call('ZREM', K.rackset(h, rack, 'since'), p)
   end
   return wasrep
 end
 
 -- elect fills the free representative slots of rack with its current
--- leechers of most progress (least left), skipping peers that stalled as
--- representatives until they progress again. The zset orders equal left by
--- member, but at the start of a transfer the first to announce has been
--- elected by its own announce already. Returns how many it elected.
+-- leechers of most progress (least left), the first to have announced among
+-- equals, skipping peers that stalled as representatives until they
+-- progress again. Returns how many it elected.
 local function elect(h, rack, limit, stall_limit)
   local rk = K.rackset(h, rack, 'R')
   local reps = redis.call('SCARD', rk)
@@ -30,7 +30,20 @@ local function elect(h, rack, limit, stall_limit)
   local elected = 0
   -- A bounded window: representatives and stalled peers are the only ones
   -- skipped, and a rack rarely holds 64 of them.
-  local cands = redis.call('ZRANGE', K.rackset(h, rack, 'left'), 0, 63)
+  local window = redis.call('ZRANGE', K.rackset(h, rack, 'left'), 0, 63, 'WITHSCORES')
+  local since = K.rackset(h, rack, 'since')
+  local cands, left, first = {}, {}, {}
+  for i = 1, #window, 2 do
+    local c = window[i]
+    cands[#cands + 1] = c
+    left[c] = tonumber(window[i + 1])
+    first[c] = tonumber(redis.call('ZSCORE', since, c) or 0)
+  end
+  table.sort(cands, function(a, b)
+    if left[a] ~= left[b] then return left[a] < left[b] end
+    if first[a] ~= first[b] then return first[a] < first[b] end
+    return a < b
+  end)
   for _, c in ipairs(cands) do
     if reps >= limit then break end
     if redis.call('SISMEMBER', rk, c) == 0 then
