@@ -220,9 +220,16 @@ func (s *Store) rebuildLocked(ctx context.Context, recs []record) error {
 	m, c, err := s.startEmbedded(ctx, recs)
 	if err != nil {
 		if s.cfg.Embedded.Listen != "" {
+			// Closing the old instance cut the client's pooled connections:
+			// serve it again and give it a fresh client, so that no call
+			// fails on a dead connection.
 			if rerr := s.mini.StartAddr(s.cfg.Embedded.Listen); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
+			o := s.clientOptions()
+			o.Dialer = dialer(s.mini)
+			s.rdb.Close()
+			s.rdb = s.newClient(o)
 		}
 		return err
 	}
