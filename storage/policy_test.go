@@ -187,6 +187,26 @@ func TestRefillFirstToAnnounce(t *testing.T) {
 	})
 }
 
+// TestRefillFirstAmongMany: first to announce wins even when more leechers
+// tie than the election looks at in one window.
+func TestRefillFirstAmongMany(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		h := hash(0x35)
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStarted, 100))
+		mustAnnounce(t, e.store, ann(h, "10.0.0.2:1", "r1", EventStarted, 100))
+		e.clock.Advance(time.Second)
+		mustAnnounce(t, e.store, ann(h, "10.9.9.9:1", "r1", EventStarted, 100)) // third: sorts last as text
+		for i := 3; i <= 79; i++ {
+			e.clock.Advance(time.Second)
+			mustAnnounce(t, e.store, ann(h, fmt.Sprintf("10.0.0.%d:1", i), "r1", EventStarted, 100))
+		}
+		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStopped, 100))
+		if !e.raw.SIsMember(context.Background(), transferKeys(h).rack("r1", "R"), "10.9.9.9:1").Val() {
+			t.Errorf("r1 representatives = %q, want the first waiting, 10.9.9.9:1", e.raw.SMembers(context.Background(), transferKeys(h).rack("r1", "R")).Val())
+		}
+	})
+}
+
 // TestPausedNotElected: a paused peer (BEP 21) downloads nothing, so it
 // gives up a representative slot and is not elected until it progresses.
 func TestPausedNotElected(t *testing.T) {

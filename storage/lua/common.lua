@@ -31,6 +31,12 @@ local function elect(h, rack, limit, stall_limit)
   -- A bounded window: representatives and stalled peers are the only ones
   -- skipped, and a rack rarely holds 64 of them.
   local window = redis.call('ZRANGE', K.rackset(h, rack, 'left'), 0, 63, 'WITHSCORES')
+  if #window == 128 then
+    -- Redis orders equal scores by member text: take every tie at the
+    -- window's edge, so that arrival order, not address, decides among them
+    -- (at a transfer's start every leecher has the same left).
+    window = redis.call('ZRANGEBYSCORE', K.rackset(h, rack, 'left'), '-inf', window[128], 'WITHSCORES')
+  end
   local since = K.rackset(h, rack, 'since')
   local cands, left, first = {}, {}, {}
   for i = 1, #window, 2 do
