@@ -129,8 +129,7 @@ if not seeder and oldleft then
     redis.call('INCR', rstalls)
     if isrep and redis.call('EXISTS', rs) == 0 then
       if redis.call('INCR', pk('stalls')) >= stall_limit then
-        redis.call('SREM', rr, peer)
-        redis.call('SREM', K.peers(h, 'R'), peer)
+        demote(h, rack, peer)
         isrep = false
         demoted = 1
       end
@@ -143,8 +142,7 @@ end
 if event == 'paused' and not seeder then
   redis.call('SET', pk('stalls'), stall_limit)
   if isrep then
-    redis.call('SREM', rr, peer)
-    redis.call('SREM', K.peers(h, 'R'), peer)
+    demote(h, rack, peer)
     isrep = false
     demoted = 1
   end

@@ -19,6 +19,13 @@ local function leave_current(h, rack, p)
   return wasrep
 end
 
+-- demote takes peer p out of the representatives of rack; its stalls (or a
+-- pause) keep it from being elected again until it progresses.
+local function demote(h, rack, p)
+  redis.call('SREM', K.rackset(h, rack, 'R'), p)
+  redis.call('SREM', K.peers(h, 'R'), p)
+end
+
 -- elect fills the free representative slots of rack with its current
 -- leechers of most progress (least left), the first to have announced among
 -- equals, skipping peers that stalled as representatives until they
