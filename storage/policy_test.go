@@ -58,11 +58,7 @@ func TestRackMoveRefills(t *testing.T) {
 		mustAnnounce(t, e.store, ann(h, "10.0.0.2:1", "r1", EventStarted, 100))
 		mustAnnounce(t, e.store, ann(h, "10.0.0.3:1", "r1", EventStarted, 100))
 		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r2", "", 100))
-		got := e.raw.SMembers(context.Background(), transferKeys(h).rack("r1", "R")).Val()
-		slices.Sort(got)
-		if want := []string{"10.0.0.2:1", "10.0.0.3:1"}; !slices.Equal(got, want) {
-			t.Errorf("r1 representatives after one moved to r2 = %q, want %q", got, want)
-		}
+		wantReps(t, e, h, "r1", "after one moved to r2", "10.0.0.2:1", "10.0.0.3:1")
 	})
 }
 
@@ -179,11 +175,7 @@ func TestRefillFirstToAnnounce(t *testing.T) {
 		e.clock.Advance(time.Second)
 		mustAnnounce(t, e.store, ann(h, "10.0.0.10:1", "r1", EventStarted, 100)) // fourth, sorts first as text
 		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStopped, 100))
-		got := e.raw.SMembers(context.Background(), transferKeys(h).rack("r1", "R")).Val()
-		slices.Sort(got)
-		if want := []string{"10.0.0.2:1", "10.0.0.9:1"}; !slices.Equal(got, want) {
-			t.Errorf("r1 representatives after one stopped = %q, want %q (the first waiting)", got, want)
-		}
+		wantReps(t, e, h, "r1", "after one stopped (the first waiting)", "10.0.0.2:1", "10.0.0.9:1")
 	})
 }
 
@@ -220,11 +212,7 @@ func TestPausedNotElected(t *testing.T) {
 		if sw.Role != RoleLeecher || sw.Demoted != 1 {
 			t.Errorf("paused representative: role %c, demoted %d; want L, 1", sw.Role, sw.Demoted)
 		}
-		got := e.raw.SMembers(context.Background(), rk).Val()
-		slices.Sort(got)
-		if want := []string{"10.0.0.2:1", "10.0.0.3:1"}; !slices.Equal(got, want) {
-			t.Errorf("r1 representatives after one paused = %q, want %q", got, want)
-		}
+		wantReps(t, e, h, "r1", "after one paused", "10.0.0.2:1", "10.0.0.3:1")
 		// Resumed and progressing, it is eligible again when a slot frees.
 		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", "", 5))
 		mustAnnounce(t, e.store, ann(h, "10.0.0.3:1", "r1", EventStopped, 100))
@@ -232,6 +220,17 @@ func TestPausedNotElected(t *testing.T) {
 			t.Errorf("resumed peer not elected into the freed slot")
 		}
 	})
+}
+
+// wantReps checks the representatives of rack, in any order.
+func wantReps(t *testing.T, e *env, h InfoHash, rack, when string, want ...string) {
+	t.Helper()
+	got := e.raw.SMembers(context.Background(), transferKeys(h).rack(rack, "R")).Val()
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("%s representatives %s = %q, want %q", rack, when, got, want)
+	}
 }
 
 // checkInvariants checks what every announce, expiry and deactivation must
