@@ -92,7 +92,6 @@ type Swarm struct {
 // the swarm it leaves. An announce of "stopped" for an inactive transfer
 // writes nothing and returns an empty swarm.
 func (s *Store) Announce(ctx context.Context, a Announce) (Swarm, error) {
-	now := s.now()
 	args := []any{
 		a.InfoHash.String(),
 		ipText(a.Addr.Addr()),
@@ -107,8 +106,7 @@ func (s *Store) Announce(ctx context.Context, a Announce) (Swarm, error) {
 		boolText(a.Compact),
 		a.Rack,
 		a.Hostname,
-		FormatTime(now),
-		now.UnixMilli(),
+		s.clockArg(),
 		flag(a.AllowUnregistered),
 		max(a.Representatives, 0),
 		max(a.Stall, 1),

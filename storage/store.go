@@ -71,7 +71,9 @@ var (
 // Options are what the store takes besides its Config.
 type Options struct {
 	Logger *slog.Logger
-	// Now is the clock of every stored datetime and of expiry; time.Now when nil.
+	// Now replaces the clock of every stored datetime and of expiry, for
+	// tests. When nil (production) the clock is Redis' own TIME, read inside
+	// the scripts, so that every tracker process on one Redis agrees.
 	Now func() time.Time
 	// Hooks are added to every Redis client the store makes (the embedded
 	// backend makes a new one each time it rebuilds its store).
@@ -122,9 +124,6 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	s := &Store{cfg: cfg, log: opts.Logger, now: opts.Now, hook: opts.Hooks}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
-	}
-	if s.now == nil {
-		s.now = time.Now
 	}
 	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{s.log}) })
 	s.rebuildEvery = opts.RebuildEvery
@@ -235,6 +234,24 @@ func (s *Store) Close(ctx context.Context) error {
 		s.mini.Close()
 	}
 	return err
+}
+
+// clockArg is the clock argument of every script: empty, so that the script
+// reads Redis' TIME, unless a test injected a clock (unix microseconds).
+func (s *Store) clockArg() string {
+	if s.now == nil {
+		return ""
+	}
+	return strconv.FormatInt(s.now().UnixMicro(), 10)
+}
+
+// clockNow is the store's time outside a script: Redis' TIME, or the
+// injected clock.
+func (s *Store) clockNow(ctx context.Context, c *redis.Client) (time.Time, error) {
+	if s.now != nil {
+		return s.now(), nil
+	}
+	return c.Time(ctx).Result()
 }
 
 // Ping reports whether the store answers.

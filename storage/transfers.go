@@ -16,7 +16,7 @@ func (s *Store) Register(ctx context.Context, h InfoHash, name string, length in
 	var ok int64
 	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 		var err error
-		ok, err = scriptActivate.Run(ctx, c, nil, h.String(), FormatTime(s.now()), name, length, torrent).Int64()
+		ok, err = scriptActivate.Run(ctx, c, nil, h.String(), s.clockArg(), name, length, torrent).Int64()
 		return err
 	})
 	if err != nil {
@@ -36,29 +36,29 @@ func (s *Store) Deactivate(ctx context.Context, h InfoHash) (string, error) {
 }
 
 // DeactivateIdle retires h like Deactivate, but only if it is still idle as
-// Idle(cutoff) found it: the check and the retirement are one step, so a
+// Idle(timeout) found it: the check and the retirement are one step, so a
 // peer that announced in between (to any tracker process) keeps its
 // transfer. ErrNotFound when h is not active or no longer idle.
-func (s *Store) DeactivateIdle(ctx context.Context, h InfoHash, cutoff time.Time) (string, error) {
-	return s.deactivate(ctx, h, FormatTime(cutoff))
+func (s *Store) DeactivateIdle(ctx context.Context, h InfoHash, timeout time.Duration) (string, error) {
+	return s.deactivate(ctx, h, strconv.FormatInt(timeout.Milliseconds(), 10))
 }
 
-func (s *Store) deactivate(ctx context.Context, h InfoHash, idleBefore string) (string, error) {
-	at := FormatTime(s.now())
-	var ok int64
+func (s *Store) deactivate(ctx context.Context, h InfoHash, idleMS string) (string, error) {
+	var at any
 	err := s.do(ctx, bulkTimeout, func(ctx context.Context, c *redis.Client) error {
 		var err error
-		ok, err = scriptDeactivate.Run(ctx, c, nil, h.String(), at, idleBefore).Int64()
+		at, err = scriptDeactivate.Run(ctx, c, nil, h.String(), s.clockArg(), idleMS).Result()
 		return err
 	})
 	if err != nil {
 		return "", err
 	}
-	if ok == 0 {
+	str, ok := at.(string)
+	if !ok {
 		return "", ErrNotFound
 	}
 	s.dirty.Store(true)
-	return at, nil
+	return str, nil
 }
 
 // Expired is what an expiry pass did.
@@ -72,9 +72,10 @@ type Expired struct {
 const expireBatch = 256
 
 // Expire removes from every active transfer the peers whose last announce is
-// at or before cutoff, and refills the representative slots they held. Its
-// cost follows the number of active transfers and of expired peers.
-func (s *Store) Expire(ctx context.Context, cutoff time.Time, representatives, stall int) (Expired, error) {
+// timeout or longer ago, by the store's clock (see Options.Now), and refills
+// the representative slots they held. Its cost follows the number of active
+// transfers and of expired peers.
+func (s *Store) Expire(ctx context.Context, timeout time.Duration, representatives, stall int) (Expired, error) {
 	var total Expired
 	hashes, err := s.activeHashes(ctx)
 	if err != nil {
@@ -85,7 +86,7 @@ func (s *Store) Expire(ctx context.Context, cutoff time.Time, representatives, s
 			var res []int64
 			err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 				var err error
-				res, err = scriptExpire.Run(ctx, c, nil, h, cutoff.UnixMilli(), representatives, max(stall, 1), expireBatch).Int64Slice()
+				res, err = scriptExpire.Run(ctx, c, nil, h, timeout.Milliseconds(), representatives, max(stall, 1), expireBatch, s.clockArg()).Int64Slice()
 				return err
 			})
 			if err != nil {
@@ -114,15 +115,20 @@ func (s *Store) activeHashes(ctx context.Context) ([]string, error) {
 }
 
 // Idle lists the active transfers that have no current peer and whose last
-// announce (or, never announced, whose activation) is before cutoff.
-func (s *Store) Idle(ctx context.Context, cutoff time.Time) ([]InfoHash, error) {
+// announce (or, never announced, whose activation) is more than timeout ago
+// by the store's clock.
+func (s *Store) Idle(ctx context.Context, timeout time.Duration) ([]InfoHash, error) {
 	hashes, err := s.activeHashes(ctx)
 	if err != nil || len(hashes) == 0 {
 		return nil, err
 	}
 	var idle []InfoHash
-	limit := FormatTime(cutoff)
 	err = s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+		now, err := s.clockNow(ctx, c)
+		if err != nil {
+			return err
+		}
+		limit := FormatTime(now.Add(-timeout))
 		p := c.Pipeline()
 		live := make([]*redis.IntCmd, len(hashes))
 		last := make([]*redis.SliceCmd, len(hashes))

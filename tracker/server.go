@@ -18,11 +18,11 @@ import (
 type Store interface {
 	Announce(ctx context.Context, a storage.Announce) (storage.Swarm, error)
 	Scrape(ctx context.Context, hashes []storage.InfoHash) ([]storage.ScrapeCounts, error)
-	Expire(ctx context.Context, cutoff time.Time, representatives, stall int) (storage.Expired, error)
-	Idle(ctx context.Context, cutoff time.Time) ([]storage.InfoHash, error)
+	Expire(ctx context.Context, timeout time.Duration, representatives, stall int) (storage.Expired, error)
+	Idle(ctx context.Context, timeout time.Duration) ([]storage.InfoHash, error)
 	Register(ctx context.Context, h storage.InfoHash, name string, length int64, torrent []byte) error
 	Deactivate(ctx context.Context, h storage.InfoHash) (string, error)
-	DeactivateIdle(ctx context.Context, h storage.InfoHash, cutoff time.Time) (string, error)
+	DeactivateIdle(ctx context.Context, h storage.InfoHash, timeout time.Duration) (string, error)
 	Transfer(ctx context.Context, h storage.InfoHash) (storage.TransferStats, error)
 	Active(ctx context.Context) ([]storage.TransferStats, error)
 	History(ctx context.Context) ([]storage.Deactivated, error)
@@ -141,9 +141,10 @@ func (s *Server) Run(ctx context.Context) {
 
 // maintain is one pass of Run.
 func (s *Server) maintain(ctx context.Context) {
-	now := s.now()
 	start := time.Now()
-	exp, err := s.store.Expire(ctx, now.Add(-s.cfg.Announce.PeerTimeout), s.policy.RepresentativesPerRack, s.policy.RepresentativeStall)
+	// Cutoffs are the store's to compute, by its clock (Redis' TIME), so
+	// that tracker processes whose clocks differ agree on who expired.
+	exp, err := s.store.Expire(ctx, s.cfg.Announce.PeerTimeout, s.policy.RepresentativesPerRack, s.policy.RepresentativeStall)
 	s.metrics.storage("expire", start, err)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -156,8 +157,7 @@ func (s *Server) maintain(ctx context.Context) {
 	if exp.Peers > 0 {
 		s.log.Debug("expired peers", "peers", exp.Peers, "elected", exp.Elected)
 	}
-	cutoff := now.Add(-s.cfg.Transfers.IdleTimeout)
-	idle, err := s.store.Idle(ctx, cutoff)
+	idle, err := s.store.Idle(ctx, s.cfg.Transfers.IdleTimeout)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.warn.log(s.log, "idle pass failed", "err", err)
@@ -165,7 +165,7 @@ func (s *Server) maintain(ctx context.Context) {
 		return
 	}
 	for _, h := range idle {
-		if _, err := s.store.DeactivateIdle(ctx, h, cutoff); err == nil {
+		if _, err := s.store.DeactivateIdle(ctx, h, s.cfg.Transfers.IdleTimeout); err == nil {
 			s.log.Info("deactivated idle transfer", "infohash", h.String(), "idle_timeout", s.cfg.Transfers.IdleTimeout)
 		}
 	}

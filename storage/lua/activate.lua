@@ -1,6 +1,7 @@
 -- activate registers transfer h with its metainfo, unless it is active.
 -- Returns 1, or 0 when h is already active.
-local h, now, name, length, torrent = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local h, name, length, torrent = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
+local now = clock(ARGV[2])
 if redis.call('SISMEMBER', K.active, h) == 1 then return 0 end
 redis.call('SADD', K.transfers, h)
 redis.call('SADD', K.active, h)

@@ -15,10 +15,10 @@ local h, ip, port, peer = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local peer_id, pkey, event = ARGV[5], ARGV[6], ARGV[7]
 local uploaded, downloaded, left = ARGV[8], ARGV[9], ARGV[10]
 local compact, rack, host = ARGV[11], ARGV[12], ARGV[13]
-local now, nowms = ARGV[14], ARGV[15]
-local allow = ARGV[16] == '1'
-local limit, stall_limit = tonumber(ARGV[17]), tonumber(ARGV[18])
-local sample, mode, with_ids = tonumber(ARGV[19]), ARGV[20], ARGV[21] == '1'
+local now, nowms = clock(ARGV[14])
+local allow = ARGV[15] == '1'
+local limit, stall_limit = tonumber(ARGV[16]), tonumber(ARGV[17])
+local sample, mode, with_ids = tonumber(ARGV[18]), ARGV[19], ARGV[20] == '1'
 
 if redis.call('SISMEMBER', K.active, h) == 0 then
   if not allow then return {'unregistered'} end

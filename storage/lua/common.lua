@@ -75,3 +75,40 @@ end
 local function counter(key)
   return tonumber(redis.call('GET', key) or 0)
 end
+
+-- datetime renders us (unix microseconds) as a stored datetime, like Go's
+-- storage.FormatTime.
+local function datetime(us)
+  local secs = math.floor(us / 1000000)
+  local frac = us - secs * 1000000
+  local days = math.floor(secs / 86400)
+  local sod = secs - days * 86400
+  -- Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d,
+    math.floor(sod / 3600), math.floor(sod % 3600 / 60), sod % 60, frac)
+end
+
+-- clock is the time of this script run, as a stored datetime and as unix
+-- milliseconds. It is Redis' own TIME, so that every tracker process on one
+-- Redis agrees on expiry, election order and timestamps whatever their
+-- clocks say; override (unix microseconds) replaces it, for tests only.
+local function clock(override)
+  local us
+  if override and override ~= '' then
+    us = tonumber(override)
+  else
+    local t = redis.call('TIME')
+    us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return datetime(us), math.floor(us / 1000)
+end

@@ -4,13 +4,17 @@
 -- transfer's own sets (peers:N names every peer with keys, <hash>:racks
 -- every rack), so the cost follows the transfer, not the keyspace.
 -- <hash>:deactivations records the datetime, to find the renamed keys later.
--- With ARGV[3] (a datetime) it retires h only if h is still idle: no
--- current peer, and neither its last announce nor, never announced, its
--- activation after ARGV[3]; a peer that announced meanwhile keeps it.
--- Returns 1, or 0 when h is not active (or no longer idle).
-local h, now, idle_before = ARGV[1], ARGV[2], ARGV[3]
+-- ARGV[2] is the clock override (see clock). With ARGV[3] (an idle timeout
+-- in milliseconds) it retires h only if h is still idle: no current peer,
+-- and neither its last announce nor, never announced, its activation within
+-- the timeout; a peer that announced meanwhile keeps it.
+-- Returns the datetime of deactivation, or 0 when h is not active (or no
+-- longer idle).
+local h, idle_ms = ARGV[1], ARGV[3]
+local now, nowms = clock(ARGV[2])
 if redis.call('SISMEMBER', K.active, h) == 0 then return 0 end
-if idle_before and idle_before ~= '' then
+if idle_ms and idle_ms ~= '' then
+  local idle_before = datetime((nowms - tonumber(idle_ms)) * 1000)
   if redis.call('ZCARD', K.field(h, 'seen')) > 0 then return 0 end
   local last = redis.call('GET', K.field(h, 'last_announce')) or redis.call('GET', K.field(h, 'registered')) or ''
   if last >= idle_before then return 0 end
@@ -42,4 +46,4 @@ end
 for _, f in ipairs(K.transfer_sets) do mv(K.field(h, f)) end
 for _, f in ipairs(K.transfer_fields) do mv(K.field(h, f)) end
 redis.call('SADD', K.deactivations(h), now)
-return 1
+return now

@@ -1,8 +1,11 @@
--- expire removes the peers of transfer h whose last announce is at or
--- before ARGV[2] (unix ms) from every current set, at most ARGV[5] of them
--- per call, and refills the representative slots they held.
+-- expire removes the peers of transfer h whose last announce is ARGV[2]
+-- milliseconds (the peer timeout) or more before now from every current
+-- set, at most ARGV[5] of them per call, and refills the representative
+-- slots they held. ARGV[6] is the clock override (see clock).
 -- Returns {expired, elected, more} where more is 1 when peers are left.
-local h, cutoff = ARGV[1], ARGV[2]
+local h = ARGV[1]
+local _, nowms = clock(ARGV[6])
+local cutoff = nowms - tonumber(ARGV[2])
 local limit, stall_limit, batch = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local seen = K.field(h, 'seen')
 local ips = redis.call('ZRANGEBYSCORE', seen, '-inf', cutoff, 'LIMIT', 0, batch)
