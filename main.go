@@ -50,9 +50,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("racktracker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "tracker.yaml", "path of the YAML config; when the default is missing, built-in defaults run")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logLevel := fs.String("log-level", "info", "log level: debug (adds a line per request), info, warn or error")
+	logFormat := fs.String("log-format", "text", "log format: text (logfmt) or json (one object per line)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "racktracker", versionString())
+		return nil
 	}
 	explicit := false
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
@@ -61,7 +67,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("-log-level %q: want debug, info, warn or error", *logLevel)
 	}
-	logHandler := slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	var logHandler slog.Handler
+	switch *logFormat {
+	case "text":
+		logHandler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	case "json":
+		logHandler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
+	default:
+		return fmt.Errorf("-log-format %q: want text or json", *logFormat)
+	}
 	log := slog.New(logHandler)
 
 	cfg, err := loadConfig(*configPath, explicit)
@@ -142,7 +156,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "racktracker %s http://%s\n", l.name, l.ln.Addr())
 		go func() { served <- l.srv.Serve(l.ln) }()
 	}
-	log.Info("started", "backend", cfg.Storage.Backend, "handout", cfg.Racks.Handout, "racks", len(racks.Racks()))
+	log.Info("started", "version", versionString(), "backend", cfg.Storage.Backend, "handout", cfg.Racks.Handout, "racks", len(racks.Racks()))
 
 	var runErr error
 	select {

@@ -690,7 +690,7 @@ func TestAdminLogging(t *testing.T) {
 	var requests []string
 	for _, r := range rec.records {
 		switch {
-		case r.Level == slog.LevelDebug && r.Message == "http request":
+		case r.Level == slog.LevelDebug && r.Message == "request":
 			var method, path string
 			var status int64
 			r.Attrs(func(a slog.Attr) bool {

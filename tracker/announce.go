@@ -16,8 +16,10 @@ import (
 // go to the log.
 const failureStorage = "tracker storage unavailable"
 
+// failureUnregistered refuses an announce for a transfer nobody registered.
+const failureUnregistered = "torrent not registered with this tracker"
+
 func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
 	q, err := parseAnnounce(r.URL.RawQuery)
 	if err != nil {
 		s.metrics.announce(q.Event, "bad_request")
@@ -36,6 +38,13 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 	}
 	numwant = min(numwant, s.cfg.Announce.NumwantMax)
 	rack, host := s.locate(r.Context(), addr)
+	note := noteOf(w)
+	if note != nil {
+		note.kind, note.event = "announce", q.Event
+		note.infohash = storage.InfoHash(q.InfoHash).String()
+		note.peer = netip.AddrPortFrom(addr, q.Port).String()
+		note.rack = rack
+	}
 
 	a := storage.Announce{
 		InfoHash:          storage.InfoHash(q.InfoHash),
@@ -69,11 +78,14 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, storage.ErrNotRegistered):
 		s.metrics.announce(q.Event, "unregistered")
-		s.fail(w, clientError("torrent not registered with this tracker"))
+		s.fail(w, clientError(failureUnregistered))
 		return
 	case err != nil && r.Context().Err() != nil:
 		// The client hung up: nobody to answer, nothing wrong with storage.
 		s.metrics.announce(q.Event, "canceled")
+		if note != nil {
+			note.outcome = "canceled"
+		}
 		return
 	case err != nil:
 		s.metrics.announce(q.Event, "storage_error")
@@ -109,8 +121,9 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 	*bp = out
 	s.bufs.Put(bp)
 	s.metrics.announce(q.Event, "ok")
-	s.log.Debug("announce", "infohash", a.InfoHash.String(), "peer", a.Addr.String(), "rack", rack,
-		"event", q.Event, "role", string(sw.Role), "peers", len(picked), "took", time.Since(start))
+	if note != nil {
+		note.role, note.peers = string(sw.Role), len(picked)
+	}
 }
 
 // interval is announce.interval with +-10% jitter, so that hosts started
@@ -190,10 +203,18 @@ func (s *Server) forwarded(r *http.Request) netip.Addr {
 
 func (s *Server) serveScrape(w http.ResponseWriter, r *http.Request) {
 	s.metrics.scrapes.Inc()
+	s.metrics.reqs.scrapes.Add(1)
 	raw, err := parseScrape(r.URL.RawQuery)
 	if err != nil {
+		s.metrics.reqs.scrapeFailures.Add(1)
 		s.fail(w, err)
 		return
+	}
+	if note := noteOf(w); note != nil {
+		note.kind, note.hashes = "scrape", len(raw)
+		if len(raw) == 1 {
+			note.infohash = storage.InfoHash(raw[0]).String()
+		}
 	}
 	hashes := make([]storage.InfoHash, len(raw))
 	for i, h := range raw {
@@ -204,6 +225,7 @@ func (s *Server) serveScrape(w http.ResponseWriter, r *http.Request) {
 	s.metrics.storage("scrape", start, err)
 	if err != nil {
 		s.warn.log(s.log, "scrape: storage failed", "err", err)
+		s.metrics.reqs.scrapeFailures.Add(1)
 		s.fail(w, clientError(failureStorage))
 		return
 	}
@@ -223,6 +245,7 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		s.log.Error("request failed", "err", err)
 		ce = clientError("internal tracker error")
 	}
+	s.noteFailure(w, string(ce))
 	writeBencode(w, appendFailure(nil, string(ce)))
 }
 

@@ -36,8 +36,8 @@ const dashboardRefresh = 5
 
 // dashboardRoutes adds the dashboard to the public mux.
 func (s *Server) dashboardRoutes(mux *http.ServeMux) {
-	mux.Handle("GET /{$}", s.logRequests(http.HandlerFunc(s.serveDashboard)))
-	mux.Handle("GET /transfers/{hash}", s.logRequests(http.HandlerFunc(s.serveTransferPage)))
+	mux.HandleFunc("GET /{$}", s.serveDashboard)
+	mux.HandleFunc("GET /transfers/{hash}", s.serveTransferPage)
 }
 
 // dashPage is what every page template gets.

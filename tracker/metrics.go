@@ -23,6 +23,9 @@ type metrics struct {
 	storageDur *prometheus.HistogramVec
 	transfers  prometheus.Gauge
 	peers      *prometheus.GaugeVec
+
+	// reqs are the counts of the request log's summary (requestlog.go).
+	reqs reqStats
 }
 
 func newMetrics() *metrics {
@@ -77,6 +80,7 @@ func (m *metrics) announce(event, result string) {
 		event = "none"
 	}
 	m.announces.WithLabelValues(event, result).Inc()
+	m.reqs.announce(result)
 }
 
 func (m *metrics) storage(op string, start time.Time, err error) {

@@ -110,7 +110,7 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Admin.Listen == "" {
 		mux.Handle("/api/", s.AdminHandler())
 	}
-	return mux
+	return s.logRequests(mux)
 }
 
 // serveHealth answers 200 while the store answers, 503 otherwise.
@@ -125,8 +125,12 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte("ok\n"))
 }
 
-// Run expires silent peers and retires idle transfers until ctx ends.
+// Run expires silent peers and retires idle transfers until ctx ends; it
+// also runs the operator's loops (opsloops.go) and waits for them.
 func (s *Server) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	s.runOps(ctx, &wg)
 	t := time.NewTicker(s.every)
 	defer t.Stop()
 	for {
