@@ -3,15 +3,17 @@ package storage
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // Announce is one announce as the store records it: the client's report,
-// where the host stands, and the election and sampling parameters of the
-// tracker's policy.
+// where the host stands, the election parameters and the handout plan of
+// the tracker's policy.
 type Announce struct {
 	InfoHash   InfoHash
 	Addr       netip.AddrPort
@@ -32,11 +34,11 @@ type Announce struct {
 	// announces without progress after which one loses the role.
 	Representatives int
 	Stall           int
-	// Sample is how many candidates to draw per pool (0: none); Random draws
-	// the rack-unaware pools instead of the rack ones; PeerIDs returns each
+	// Numwant is how many peers the asker may be handed (0: none, nothing
+	// is sampled); Plan says which classes, per role. PeerIDs returns each
 	// candidate's peer id too (the dictionary response form needs them).
-	Sample  int
-	Random  bool
+	Numwant int
+	Plan    Plan
 	PeerIDs bool
 }
 
@@ -51,22 +53,85 @@ const (
 	RoleStopped        Role = 'X'
 )
 
-// Pool names a class of candidate peers an announce samples.
-type Pool int
+// Class names a class of candidate peers of SPEC section 4, as seen from
+// the asker's rack. The letters are what the script reads.
+type Class byte
 
-// Pools, as SPEC section 4 names the classes. A rack-aware announce fills the
-// Own and Other pools a handout of the asker's role may use; a random one
-// fills AllSeeders and AllLeechers.
+// Classes. Own and Other are relative to the asker's rack; All ignores racks
+// (the rack-unaware handout).
 const (
-	OwnSeeders Pool = iota
-	OwnReps
-	OwnLeechers
-	OtherSeeders
-	OtherReps
-	AllSeeders
-	AllLeechers
-	numPools
+	OwnSeeders        Class = 's' // current seeders of the asker's rack
+	OwnReps           Class = 'r' // current representatives of the asker's rack
+	OwnLeechers       Class = 'l' // current leechers of the asker's rack (its representatives too)
+	OtherSeeders      Class = 'S' // current seeders of other racks
+	OtherReps         Class = 'R' // current representatives of other racks
+	OtherLeechingReps Class = 'P' // representatives of other racks that still leech
+	AllSeeders        Class = 'a' // current seeders, any rack
+	AllLeechers       Class = 'b' // current leechers, any rack
 )
+
+var classNames = map[Class]string{
+	OwnSeeders: "own_seeders", OwnReps: "own_reps", OwnLeechers: "own_leechers",
+	OtherSeeders: "other_seeders", OtherReps: "other_reps", OtherLeechingReps: "other_leeching_reps",
+	AllSeeders: "all_seeders", AllLeechers: "all_leechers",
+}
+
+// Stage is one step of a handout: up to N peers drawn at random from the
+// union of Classes. N <= 0 means as many as numwant allows.
+type Stage struct {
+	Classes []Class
+	N       int
+}
+
+// Plan is a handout policy's wants: for each role of the asker, its stages
+// in order. The script computes the role (and whether a leecher's rack
+// starves, Escape) and samples the stages of that role only, about N+1 of
+// each class (the asker may be among them), so that the tracker picks from
+// exactly what it asked for.
+type Plan struct {
+	Leecher        []Stage // a leecher that is not a representative
+	Escape         []Stage // such a leecher in a starving rack
+	Representative []Stage // a representative that still leeches
+	Seeder         []Stage
+}
+
+// Stages are the stages of the plan for a role and escape flag.
+func (p Plan) Stages(r Role, escape bool) []Stage {
+	switch r {
+	case RoleRepresentative:
+		return p.Representative
+	case RoleSeeder:
+		return p.Seeder
+	case RoleLeecher:
+		if escape {
+			return p.Escape
+		}
+		return p.Leecher
+	}
+	return nil
+}
+
+// maxStages bounds a role's stages, so that a reply is bounded too.
+const maxStages = 8
+
+// encodeStages renders stages as the script reads them: "<classes>:<n>"
+// separated by spaces.
+func encodeStages(stages []Stage) string {
+	var b strings.Builder
+	for i, st := range stages[:min(len(stages), maxStages)] {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		for _, c := range st.Classes {
+			if _, ok := classNames[c]; ok {
+				b.WriteByte(byte(c))
+			}
+		}
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(max(st.N, 0)))
+	}
+	return b.String()
+}
 
 // Peer is a candidate of a handout.
 type Peer struct {
@@ -77,7 +142,7 @@ type Peer struct {
 // Swarm is what an announce leaves: the counts the response carries, the
 // asker's role, whether its rack is starving (no seeder and no
 // representative, or no progress), what the election did, and the
-// candidate pools.
+// candidates of each stage of the plan for that role.
 type Swarm struct {
 	Complete   int
 	Incomplete int
@@ -85,35 +150,139 @@ type Swarm struct {
 	Escape     bool
 	Elected    int
 	Demoted    int
-	Pools      [numPools][]Peer
+	// Stages holds the candidates of Plan.Stages(Role, Escape), stage by
+	// stage; nil when nothing was sampled.
+	Stages [][]Peer
+}
+
+// The announce script's arguments (ARGV) and reply, declared once: the Lua
+// tables A (argument by name) and R (reply index by name) are generated
+// from these lists, see announcePrelude.
+const (
+	argHash = iota
+	argIP
+	argPort
+	argPeer
+	argPeerID
+	argKey
+	argEvent
+	argUploaded
+	argDownloaded
+	argLeft
+	argCompact
+	argRack
+	argHostname
+	argClock
+	argAllow
+	argReps
+	argStall
+	argNumwant
+	argPlanLeecher
+	argPlanEscape
+	argPlanRep
+	argPlanSeeder
+	argPeerIDs
+	argSeed
+	numArgs
+)
+
+var argNames = [numArgs]string{
+	argHash: "hash", argIP: "ip", argPort: "port", argPeer: "peer", argPeerID: "peer_id",
+	argKey: "key", argEvent: "event", argUploaded: "uploaded", argDownloaded: "downloaded",
+	argLeft: "left", argCompact: "compact", argRack: "rack", argHostname: "hostname",
+	argClock: "clock", argAllow: "allow", argReps: "reps", argStall: "stall",
+	argNumwant: "numwant", argPlanLeecher: "plan_leecher", argPlanEscape: "plan_escape",
+	argPlanRep: "plan_rep", argPlanSeeder: "plan_seeder", argPeerIDs: "peer_ids", argSeed: "seed",
+}
+
+// Reply: a fixed head, then one array per sampled stage.
+const (
+	replyStatus = iota
+	replyComplete
+	replyIncomplete
+	replyRole
+	replyEscape
+	replyElected
+	replyDemoted
+	replyStages // first stage; the others follow
+)
+
+var replyNames = [replyStages + 1]string{
+	replyStatus: "status", replyComplete: "complete", replyIncomplete: "incomplete",
+	replyRole: "role", replyEscape: "escape", replyElected: "elected", replyDemoted: "demoted",
+	replyStages: "stages",
+}
+
+// Statuses of the reply.
+const (
+	statusOK           = "ok"
+	statusUnregistered = "unregistered"
+	statusUnknown      = "unknown" // stopped for an inactive transfer
+)
+
+// announcePrelude declares, in Lua, the names above: A.<arg>, R.<reply
+// field> (1-based), ST (statuses), ROLE and CL (classes).
+func announcePrelude() string {
+	var b strings.Builder
+	b.WriteString("local A = {}\n")
+	for i, n := range argNames {
+		fmt.Fprintf(&b, "A.%s = ARGV[%d]\n", n, i+1)
+	}
+	b.WriteString("local R = strict({")
+	for i, n := range replyNames {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s = %d", n, i+1)
+	}
+	b.WriteString("})\n")
+	fmt.Fprintf(&b, "local ST = strict({ok = %s, unregistered = %s, unknown = %s})\n",
+		luaQuote(statusOK), luaQuote(statusUnregistered), luaQuote(statusUnknown))
+	fmt.Fprintf(&b, "local ROLE = strict({leecher = %s, rep = %s, seeder = %s, stopped = %s})\n",
+		luaQuote(string(RoleLeecher)), luaQuote(string(RoleRepresentative)), luaQuote(string(RoleSeeder)), luaQuote(string(RoleStopped)))
+	b.WriteString("local CL = strict({")
+	first := true
+	for _, c := range []Class{OwnSeeders, OwnReps, OwnLeechers, OtherSeeders, OtherReps, OtherLeechingReps, AllSeeders, AllLeechers} {
+		if !first {
+			b.WriteString(", ")
+		}
+		first = false
+		fmt.Fprintf(&b, "%s = %s", classNames[c], luaQuote(string(c)))
+	}
+	b.WriteString("})\n")
+	return b.String()
 }
 
 // Announce records a in one atomic script run (one round trip) and returns
 // the swarm it leaves. An announce of "stopped" for an inactive transfer
 // writes nothing and returns an empty swarm.
 func (s *Store) Announce(ctx context.Context, a Announce) (Swarm, error) {
-	args := []any{
-		a.InfoHash.String(),
-		ipText(a.Addr.Addr()),
-		strconv.Itoa(int(a.Addr.Port())),
-		peerString(a.Addr),
-		a.PeerID,
-		a.Key,
-		a.Event,
-		a.Uploaded,
-		a.Downloaded,
-		a.Left,
-		boolText(a.Compact),
-		a.Rack,
-		a.Hostname,
-		s.clockArg(),
-		flag(a.AllowUnregistered),
-		max(a.Representatives, 0),
-		max(a.Stall, 1),
-		max(a.Sample, 0),
-		map[bool]string{true: "random", false: "local"}[a.Random],
-		flag(a.PeerIDs),
-	}
+	args := make([]any, numArgs)
+	args[argHash] = a.InfoHash.String()
+	args[argIP] = ipText(a.Addr.Addr())
+	args[argPort] = strconv.Itoa(int(a.Addr.Port()))
+	args[argPeer] = peerString(a.Addr)
+	args[argPeerID] = a.PeerID
+	args[argKey] = a.Key
+	args[argEvent] = a.Event
+	args[argUploaded] = a.Uploaded
+	args[argDownloaded] = a.Downloaded
+	args[argLeft] = a.Left
+	args[argCompact] = boolText(a.Compact)
+	args[argRack] = a.Rack
+	args[argHostname] = a.Hostname
+	args[argClock] = s.clockArg()
+	args[argAllow] = flag(a.AllowUnregistered)
+	args[argReps] = max(a.Representatives, 0)
+	args[argStall] = max(a.Stall, 1)
+	args[argNumwant] = max(a.Numwant, 0)
+	args[argPlanLeecher] = encodeStages(a.Plan.Leecher)
+	args[argPlanEscape] = encodeStages(a.Plan.Escape)
+	args[argPlanRep] = encodeStages(a.Plan.Representative)
+	args[argPlanSeeder] = encodeStages(a.Plan.Seeder)
+	args[argPeerIDs] = flag(a.PeerIDs)
+	// Redis seeds the scripts' math.random alike for every run.
+	args[argSeed] = rand.Uint32()
 	var res []any
 	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 		v, err := scriptAnnounce.Run(ctx, c, nil, args...).Slice()
@@ -123,32 +292,35 @@ func (s *Store) Announce(ctx context.Context, a Announce) (Swarm, error) {
 	if err != nil {
 		return Swarm{}, err
 	}
-	status, _ := res[0].(string)
+	status, _ := res[replyStatus].(string)
 	switch status {
-	case "ok":
-	case "unregistered":
+	case statusOK:
+	case statusUnregistered:
 		return Swarm{}, ErrNotRegistered
-	case "unknown":
+	case statusUnknown:
 		return Swarm{Role: RoleStopped}, nil
 	default:
 		return Swarm{}, fmt.Errorf("%w: announce script answered %v", ErrUnavailable, res)
 	}
+	if len(res) < replyStages {
+		return Swarm{}, fmt.Errorf("%w: announce script answered %v", ErrUnavailable, res)
+	}
 	s.dirty.Store(true)
 	sw := Swarm{
-		Complete:   int(asInt(res[1])),
-		Incomplete: int(asInt(res[2])),
-		Elected:    int(asInt(res[5])),
-		Demoted:    int(asInt(res[6])),
-		Escape:     asInt(res[4]) == 1,
+		Complete:   int(asInt(res[replyComplete])),
+		Incomplete: int(asInt(res[replyIncomplete])),
+		Elected:    int(asInt(res[replyElected])),
+		Demoted:    int(asInt(res[replyDemoted])),
+		Escape:     asInt(res[replyEscape]) == 1,
 	}
-	if r, _ := res[3].(string); len(r) == 1 {
+	if r, _ := res[replyRole].(string); len(r) == 1 {
 		sw.Role = Role(r[0])
 	}
-	for i := range numPools {
-		if 7+int(i) >= len(res) {
-			break
+	if len(res) > replyStages {
+		sw.Stages = make([][]Peer, len(res)-replyStages)
+		for i, v := range res[replyStages:] {
+			sw.Stages[i] = parsePeers(v, a.PeerIDs)
 		}
-		sw.Pools[i] = parsePool(res[7+int(i)], a.PeerIDs)
 	}
 	return sw, nil
 }
@@ -165,9 +337,9 @@ func asInt(v any) int64 {
 	return n
 }
 
-// parsePool reads a pool the script returned. A member that does not parse
+// parsePeers reads a stage the script returned. A member that does not parse
 // can only come from a hand-edited store: it is skipped, not handed out.
-func parsePool(v any, withIDs bool) []Peer {
+func parsePeers(v any, withIDs bool) []Peer {
 	items, _ := v.([]any)
 	step := 1
 	if withIDs {

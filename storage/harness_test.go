@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -109,7 +110,7 @@ func ann(h InfoHash, addr string, rack, event string, left int64) Announce {
 		InfoHash: h, Addr: ap, PeerID: "-RT0001-" + strings.Repeat("x", 12), Key: "k" + rack,
 		Event: event, Left: left, Uploaded: 10, Downloaded: 20, Compact: true,
 		Rack: rack, Hostname: "host-" + ap.Addr().String(),
-		AllowUnregistered: true, Representatives: 2, Stall: 3, Sample: 50,
+		AllowUnregistered: true, Representatives: 2, Stall: 3, Numwant: 50, Plan: testPlan,
 	}
 }
 
@@ -120,4 +121,26 @@ func mustAnnounce(t testing.TB, s *Store, a Announce) Swarm {
 		t.Fatalf("Announce(%s %s %q left=%d): %v", a.InfoHash, a.Addr, a.Event, a.Left, err)
 	}
 	return sw
+}
+
+// testClasses are the classes testPlan samples, one stage each.
+var testClasses = []Class{OwnSeeders, OwnReps, OwnLeechers, OtherSeeders, OtherReps, OtherLeechingReps, AllSeeders, AllLeechers}
+
+// testPlan samples every class in a stage of its own, whatever the role, so
+// that a test reads the candidates of one class with pool.
+var testPlan = func() Plan {
+	var st []Stage
+	for _, c := range testClasses {
+		st = append(st, Stage{Classes: []Class{c}})
+	}
+	return Plan{Leecher: st, Escape: st, Representative: st, Seeder: st}
+}()
+
+// pool is what an announce with testPlan sampled of class c.
+func pool(sw Swarm, c Class) []Peer {
+	i := slices.Index(testClasses, c)
+	if i >= len(sw.Stages) {
+		return nil
+	}
+	return sw.Stages[i]
 }

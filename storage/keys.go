@@ -11,7 +11,7 @@ import (
 // This file is the only place that knows the Redis key layout of SPEC
 // section 3. The Go builders below are used by the Go side of the store; the
 // Lua builders in luaKeys are prepended to every script, so scripts build
-// the very same names. keys_test.go checks that both agree.
+// the very same names. TestLuaKeysMatchGo checks that both agree.
 //
 // The names are the contract operators' scripts read: no prefix, no version.
 //
@@ -63,23 +63,70 @@ const (
 	classLeech   = "L" // current leechers (peers:L only; per rack see rackLeft)
 )
 
+// Leaves of the per-transfer keys <hash>:<leaf>.
+const (
+	leafLength         = "length"
+	leafName           = "name"
+	leafRegistered     = "registered"
+	leafDeregistered   = "deregistered"
+	leafFirstStarted   = "first_started"
+	leafLastStarted    = "last_started"
+	leafFirstCompleted = "first_completed"
+	leafLastCompleted  = "last_completed"
+	leafTorrent        = "torrent"
+	leafLastAnnounce   = "last_announce"
+	leafComplete       = "complete"
+	leafIncomplete     = "incomplete"
+	leafCompletions    = "completions"
+	leafSeen           = "seen"
+	leafRacks          = "racks"
+	leafDeactivations  = "deactivations"
+)
+
+// Leaves of the per-rack keys <hash>:rack:<rack>:<leaf> besides the classes.
+const (
+	rackLeft   = "left"
+	rackSince  = "since"
+	rackStalls = "stalls"
+)
+
+// Leaves of the per-peer keys <hash>:peer:<ip>:<leaf>.
+const (
+	peerCompact    = "compact"
+	peerPort       = "port"
+	peerPeerID     = "peer_id"
+	peerKey        = "key"
+	peerLastEvent  = "last_event"
+	peerSeeder     = "seeder"
+	peerDownloaded = "downloaded"
+	peerLeft       = "left"
+	peerUploaded   = "uploaded"
+	peerRack       = "rack"
+	peerHostname   = "hostname"
+	peerStalls     = "stalls"
+	peerEvent      = "event" // <hash>:peer:<ip>:event:<event>
+)
+
 // transferFields are the per-transfer string keys, <hash>:<field>.
 var transferFields = []string{
-	"length", "name", "registered", "deregistered",
-	"first_started", "last_started", "first_completed", "last_completed",
-	"torrent", "last_announce", "complete", "incomplete", "completions",
+	leafLength, leafName, leafRegistered, leafDeregistered,
+	leafFirstStarted, leafLastStarted, leafFirstCompleted, leafLastCompleted,
+	leafTorrent, leafLastAnnounce, leafComplete, leafIncomplete, leafCompletions,
 }
 
 // transferSets are the per-transfer keys of other types, <hash>:<suffix>.
-var transferSets = []string{"peers:N", "peers:R", "peers:S", "peers:L", "seen", "racks"}
+var transferSets = []string{
+	"peers:" + classSeen, "peers:" + classReps, "peers:" + classSeeders, "peers:" + classLeech,
+	leafSeen, leafRacks,
+}
 
 // rackSuffixes are the per-transfer, per-rack keys, <hash>:rack:<rack>:<suffix>.
-var rackSuffixes = []string{"N", "R", "S", "left", "since", "stalls"}
+var rackSuffixes = []string{classSeen, classReps, classSeeders, rackLeft, rackSince, rackStalls}
 
 // peerFields are the per-peer string keys, <hash>:peer:<ip>:<field>.
 var peerFields = []string{
-	"compact", "port", "peer_id", "key", "last_event", "seeder",
-	"downloaded", "left", "uploaded", "rack", "hostname", "stalls",
+	peerCompact, peerPort, peerPeerID, peerKey, peerLastEvent, peerSeeder,
+	peerDownloaded, peerLeft, peerUploaded, peerRack, peerHostname, peerStalls,
 }
 
 // Events a peer may report; each has a key <hash>:peer:<ip>:event:<event>.
@@ -154,38 +201,59 @@ func peerIP(peer string) string {
 
 func keyRack(rack string) string { return keyRackPrefix + rack }
 
+// The structural segments of per-transfer keys.
+const (
+	segPeers = "peers" // <hash>:peers:<class>
+	segRack  = "rack"  // <hash>:rack:<rack>:<leaf>
+	segPeer  = "peer"  // <hash>:peer:<ip>:<leaf>
+)
+
 // tkeys builds the keys of one transfer from its key prefix: <hash> for an
 // active transfer, <datetime>:<hash> for a deactivated one.
 type tkeys string
 
 func transferKeys(h InfoHash) tkeys { return tkeys(h.String()) }
 
-func (k tkeys) field(name string) string     { return string(k) + ":" + name }
-func (k tkeys) peers(class string) string    { return string(k) + ":peers:" + class }
-func (k tkeys) rack(rack, sfx string) string { return string(k) + ":rack:" + rack + ":" + sfx }
-func (k tkeys) peer(ip, field string) string { return string(k) + ":peer:" + ip + ":" + field }
-func (k tkeys) event(ip, event string) string {
-	return string(k) + ":peer:" + ip + ":event:" + event
+func (k tkeys) field(leaf string) string  { return string(k) + ":" + leaf }
+func (k tkeys) peers(class string) string { return string(k) + ":" + segPeers + ":" + class }
+func (k tkeys) rack(rack, leaf string) string {
+	return string(k) + ":" + segRack + ":" + rack + ":" + leaf
 }
-func (k tkeys) deactivations() string { return string(k) + ":deactivations" }
+func (k tkeys) peer(ip, leaf string) string { return string(k) + ":" + segPeer + ":" + ip + ":" + leaf }
+func (k tkeys) event(ip, event string) string {
+	return k.peer(ip, peerEvent+":"+event)
+}
+func (k tkeys) deactivations() string { return k.field(leafDeactivations) }
 
 // archived is the prefix deactivation renames a transfer's keys under.
 func archived(h InfoHash, at string) tkeys { return tkeys(at + ":" + h.String()) }
 
 // luaKeys is the Lua half of this file: the same builders for scripts. Every
-// script starts with it. h is the transfer's key prefix (see tkeys).
+// script starts with it. h is the transfer's key prefix (see tkeys). The leaf
+// tables (K.t transfer leaves, K.c classes, K.r rack leaves, K.p peer leaves)
+// raise an error on an unknown name, so a misspelt leaf fails every test
+// that runs the script instead of writing a stray key.
 var luaKeys = `
 local K = {}
-K.racks = '` + keyRacks + `'
-K.transfers = '` + keyTransfers + `'
-K.active = '` + keyActiveTransfers + `'
-function K.rack(rack) return '` + keyRackPrefix + `' .. rack end
-function K.field(h, name) return h .. ':' .. name end
-function K.peers(h, class) return h .. ':peers:' .. class end
-function K.rackset(h, rack, sfx) return h .. ':rack:' .. rack .. ':' .. sfx end
-function K.peer(h, ip, field) return h .. ':peer:' .. ip .. ':' .. field end
-function K.event(h, ip, event) return h .. ':peer:' .. ip .. ':event:' .. event end
-function K.deactivations(h) return h .. ':deactivations' end
+local function strict(t)
+  return setmetatable(t, {__index = function(_, n) error('no key leaf named ' .. tostring(n)) end})
+end
+K.racks = ` + luaQuote(keyRacks) + `
+K.transfers = ` + luaQuote(keyTransfers) + `
+K.active = ` + luaQuote(keyActiveTransfers) + `
+K.t = strict({` + luaNames(transferFields...) + `, ` + luaNames(leafSeen, leafRacks, leafDeactivations) + `})
+K.c = strict({seen = ` + luaQuote(classSeen) + `, reps = ` + luaQuote(classReps) +
+	`, seeders = ` + luaQuote(classSeeders) + `, leechers = ` + luaQuote(classLeech) + `})
+K.r = strict({` + luaNames(rackLeft, rackSince, rackStalls) + `})
+K.p = strict({` + luaNames(peerFields...) + `})
+function K.rack(rack) return ` + luaQuote(keyRackPrefix) + ` .. rack end
+function K.field(h, leaf) return h .. ':' .. leaf end
+function K.peers(h, class) return h .. ` + luaQuote(":"+segPeers+":") + ` .. class end
+function K.rackset(h, rack, leaf) return h .. ` + luaQuote(":"+segRack+":") + ` .. rack .. ':' .. leaf end
+function K.peer(h, ip, leaf) return h .. ` + luaQuote(":"+segPeer+":") + ` .. ip .. ':' .. leaf end
+function K.event(h, ip, event) return K.peer(h, ip, ` + luaQuote(peerEvent+":") + ` .. event) end
+function K.deactivations(h) return K.field(h, K.t.deactivations) end
+function K.archived(at, h) return at .. ':' .. h end
 -- peer strings: ip:port, IPv6 as [ip]:port
 function K.peerstr(ip, port)
   if string.find(ip, ':', 1, true) then return '[' .. ip .. ']:' .. port end
@@ -201,12 +269,26 @@ K.transfer_sets = {` + luaList(transferSets) + `}
 K.rack_suffixes = {` + luaList(rackSuffixes) + `}
 K.peer_fields = {` + luaList(peerFields) + `}
 K.events = {` + luaList(events) + `}
+K.ev = strict({` + luaNames(events...) + `})
 `
 
 func luaList(items []string) string {
 	q := make([]string, len(items))
 	for i, s := range items {
-		q[i] = strconv.Quote(s)
+		q[i] = luaQuote(s)
 	}
 	return strings.Join(q, ", ")
 }
+
+// luaNames renders name = 'name' pairs: leaves whose Lua name is the leaf.
+func luaNames(items ...string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = s + " = " + luaQuote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// luaQuote is a Lua string literal; Go's quoting is valid Lua for the
+// names of this file.
+func luaQuote(s string) string { return strconv.Quote(s) }

@@ -31,12 +31,12 @@ func TestOtherRepsSampledAtRandom(t *testing.T) {
 		seen := map[string]bool{}
 		for range 50 {
 			a := ann(h, "10.99.0.1:1", "rx", "", 0)
-			a.Sample = 11
+			a.Numwant = 10 // 11 drawn: the asker may be among them
 			sw := mustAnnounce(t, e.store, a)
-			if n := len(sw.Pools[OtherReps]); n != 11 {
+			if n := len(pool(sw, OtherReps)); n != 11 {
 				t.Fatalf("other representatives pool has %d, want 11", n)
 			}
-			for _, p := range sw.Pools[OtherReps] {
+			for _, p := range pool(sw, OtherReps) {
 				seen[p.Addr.String()] = true
 			}
 		}
@@ -62,8 +62,9 @@ func TestRackMoveRefills(t *testing.T) {
 	})
 }
 
-// TestSeederNotHandedSeeders: a seeder's other-rack representatives leave
-// out those that completed: seeders have nothing to give each other.
+// TestSeederNotHandedSeeders: the class a seeder is handed of other racks,
+// their leeching representatives, leaves out those that completed: seeders
+// have nothing to give each other.
 func TestSeederNotHandedSeeders(t *testing.T) {
 	backends(t, func(t *testing.T, e *env) {
 		h := hash(0x13)
@@ -74,7 +75,7 @@ func TestSeederNotHandedSeeders(t *testing.T) {
 		mustAnnounce(t, e.store, ann(h, "10.0.1.1:1", "r2", EventCompleted, 0))
 		sw := mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", "", 0))
 		var got []string
-		for _, p := range sw.Pools[OtherReps] {
+		for _, p := range pool(sw, OtherLeechingReps) {
 			got = append(got, p.Addr.String())
 		}
 		if want := []string{"10.0.2.1:1"}; !slices.Equal(got, want) {

@@ -49,7 +49,9 @@ func (e errBadHash) Error() string {
 //go:embed lua/*.lua
 var luaFiles embed.FS
 
-func loadScript(name string) *redis.Script {
+// loadScript is the script lua/<name>.lua after the key layout, common.lua
+// and prelude (the declarations of its own arguments and reply).
+func loadScript(name, prelude string) *redis.Script {
 	common, err := luaFiles.ReadFile("lua/common.lua")
 	if err != nil {
 		panic(err) // embedded at build time: cannot happen
@@ -58,14 +60,14 @@ func loadScript(name string) *redis.Script {
 	if err != nil {
 		panic(err)
 	}
-	return redis.NewScript(luaKeys + string(common) + string(body))
+	return redis.NewScript(luaKeys + string(common) + prelude + string(body))
 }
 
 var (
-	scriptAnnounce   = loadScript("announce")
-	scriptExpire     = loadScript("expire")
-	scriptDeactivate = loadScript("deactivate")
-	scriptActivate   = loadScript("activate")
+	scriptAnnounce   = loadScript("announce", announcePrelude())
+	scriptExpire     = loadScript("expire", "")
+	scriptDeactivate = loadScript("deactivate", "")
+	scriptActivate   = loadScript("activate", "")
 )
 
 // Options are what the store takes besides its Config.

@@ -61,12 +61,11 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 		AllowUnregistered: s.cfg.Transfers.AllowUnregistered,
 		Representatives:   s.policy.RepresentativesPerRack,
 		Stall:             s.policy.RepresentativeStall,
-		Random:            s.policy.Handout == HandoutRandom,
+		Plan:              s.plan,
 		PeerIDs:           !q.Compact && !q.NoPeerID,
 	}
-	if numwant > 0 && q.Event != storage.EventStopped {
-		// One more than wanted: the asker may be among the candidates.
-		a.Sample = numwant + 1
+	if q.Event != storage.EventStopped {
+		a.Numwant = numwant
 	}
 	storeStart := time.Now()
 	sw, err := s.store.Announce(r.Context(), a)
@@ -97,8 +96,8 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 	s.metrics.demotions.Add(float64(sw.Demoted))
 
 	var picked []storage.Peer
-	if a.Sample > 0 {
-		picked = s.handout.pick(sw, a.Addr.Addr(), numwant)
+	if a.Numwant > 0 {
+		picked = s.handout.pick(s.plan, sw, a.Addr.Addr(), numwant)
 	}
 	s.metrics.handout.Observe(float64(len(picked)))
 	resp := announceResponse{

@@ -7,20 +7,37 @@ import (
 	"racktracker/storage"
 )
 
-// handout is the peer-handout policy: from the candidate pools an announce
-// sampled, it picks at most numwant peers for the asker, never the asker
-// itself (any port of its IP), without duplicates, in order of class and
-// in random order inside each class.
-type handout interface {
-	pick(sw storage.Swarm, self netip.Addr, numwant int) []storage.Peer
+// Handout is the peer-handout policy of SPEC section 4, in one place: for
+// each role of the asker, which classes of peers it is handed, in which
+// order and how many of each. Its fields are the policy's levers. The store
+// samples exactly the stages plan() declares for the role it computes (one
+// round trip), and pick takes the answer from those samples: at most
+// numwant peers, never the asker itself (any port of its IP), without
+// duplicates, in order of stage and in random order inside each stage.
+type Handout struct {
+	// Random ignores racks: seeders first for a leecher, then leechers, the
+	// way a rack-unaware tracker hands out. It is there to compare against.
+	Random bool
+	// RemotePerRep is how many peers of other racks (seeders or
+	// representatives) a representative is handed per announce.
+	RemotePerRep int
+	// EscapePeers is how many peers of other racks a leecher of a starving
+	// rack is handed first (racks.escape_peers).
+	EscapePeers int
+	// SeederRemote is how many representatives of other racks that still
+	// leech a seeder is handed after its own rack's leechers; 0 means as
+	// many as numwant allows.
+	SeederRemote int
 }
 
-func newHandout(p RackPolicy) handout {
-	if p.Handout == HandoutRandom {
-		return randomHandout{}
-	}
+// newHandout is the policy of a racks section.
+func newHandout(p RackPolicy) Handout {
 	reps := max(p.RepresentativesPerRack, 1)
-	return localHandout{escape: p.EscapePeers, remote: max(1, (remotePerRack+reps-1)/reps)}
+	return Handout{
+		Random:       p.Handout == HandoutRandom,
+		RemotePerRep: max(1, (remotePerRack+reps-1)/reps),
+		EscapePeers:  p.EscapePeers,
+	}
 }
 
 // remotePerRack is about how many peers of other racks a rack's
@@ -38,47 +55,64 @@ func newHandout(p RackPolicy) handout {
 // rack hangs on one remote peer.
 const remotePerRack = 2
 
-// localHandout is SPEC section 4's rack-aware handout.
-type localHandout struct {
-	escape int // peers of other racks for a leecher of a starving rack
-	remote int // peers of other racks for a representative
-}
-
-func (h localHandout) pick(sw storage.Swarm, self netip.Addr, numwant int) []storage.Peer {
-	p := newPicker(self, numwant)
-	other := [][]storage.Peer{sw.Pools[storage.OtherSeeders], sw.Pools[storage.OtherReps]}
-	own := [][]storage.Peer{sw.Pools[storage.OwnSeeders], sw.Pools[storage.OwnReps]}
-	switch sw.Role {
-	case storage.RoleRepresentative:
-		// Fetches across racks first, then helps its own rack.
-		p.class(min(h.remote, numwant), other...)
-		p.class(numwant, append(own, sw.Pools[storage.OwnLeechers])...)
-	case storage.RoleSeeder:
-		p.class(numwant, sw.Pools[storage.OwnLeechers])
-		p.class(numwant, sw.Pools[storage.OtherReps])
-	default:
-		if sw.Escape {
-			// A starving rack: a few peers of other racks come first so
-			// that its own peers cannot crowd them out.
-			p.class(min(h.escape, numwant), other...)
+// plan is what the store samples for each role: the policy's wants.
+func (h Handout) plan() storage.Plan {
+	const upToNumwant = 0
+	stage := func(n int, classes ...storage.Class) storage.Stage {
+		return storage.Stage{Classes: classes, N: n}
+	}
+	if h.Random {
+		all := []storage.Stage{
+			stage(upToNumwant, storage.AllSeeders),
+			stage(upToNumwant, storage.AllLeechers),
 		}
-		p.class(numwant, own...)
-		p.class(numwant, sw.Pools[storage.OwnLeechers])
+		return storage.Plan{
+			Leecher: all, Escape: all, Representative: all,
+			Seeder: []storage.Stage{stage(upToNumwant, storage.AllLeechers)},
+		}
 	}
-	return p.out
+	var p storage.Plan
+	// A leecher fetches inside its rack: its seeders and representatives,
+	// then its other leechers.
+	p.Leecher = []storage.Stage{
+		stage(upToNumwant, storage.OwnSeeders, storage.OwnReps),
+		stage(upToNumwant, storage.OwnLeechers),
+	}
+	// A starving rack: a few peers of other racks come first so that its
+	// own peers cannot crowd them out.
+	if h.EscapePeers > 0 {
+		p.Escape = append(p.Escape, stage(h.EscapePeers, storage.OtherSeeders, storage.OtherReps))
+	}
+	p.Escape = append(p.Escape, p.Leecher...)
+	// A representative fetches across racks first, then helps its own rack.
+	if h.RemotePerRep > 0 {
+		p.Representative = append(p.Representative, stage(h.RemotePerRep, storage.OtherSeeders, storage.OtherReps))
+	}
+	p.Representative = append(p.Representative,
+		stage(upToNumwant, storage.OwnSeeders, storage.OwnReps, storage.OwnLeechers))
+	// A seeder serves its own rack's leechers, then other racks'
+	// representatives (seeders have nothing to give each other).
+	p.Seeder = []storage.Stage{
+		stage(upToNumwant, storage.OwnLeechers),
+		stage(h.SeederRemote, storage.OtherLeechingReps),
+	}
+	return p
 }
 
-// randomHandout ignores racks: seeders for a leecher first, then leechers,
-// the way a rack-unaware tracker hands out. It is there to compare against.
-type randomHandout struct{}
-
-func (randomHandout) pick(sw storage.Swarm, self netip.Addr, numwant int) []storage.Peer {
-	p := newPicker(self, numwant)
-	if sw.Role != storage.RoleSeeder {
-		p.class(numwant, sw.Pools[storage.AllSeeders])
+// pick takes the handout from what the store sampled for plan p.
+func (h Handout) pick(p storage.Plan, sw storage.Swarm, self netip.Addr, numwant int) []storage.Peer {
+	pk := newPicker(self, numwant)
+	for i, st := range p.Stages(sw.Role, sw.Escape) {
+		if i >= len(sw.Stages) {
+			break
+		}
+		n := numwant
+		if st.N > 0 {
+			n = min(st.N, numwant)
+		}
+		pk.class(n, sw.Stages[i])
 	}
-	p.class(numwant, sw.Pools[storage.AllLeechers])
-	return p.out
+	return pk.out
 }
 
 // picker collects a handout class by class.

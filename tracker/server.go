@@ -49,7 +49,8 @@ type Options struct {
 type Server struct {
 	cfg      Config
 	policy   RackPolicy
-	handout  handout
+	handout  Handout
+	plan     storage.Plan // handout.plan(), made once
 	store    Store
 	racks    atomic.Pointer[rackmap.Map]
 	resolver *rackmap.Resolver
@@ -75,6 +76,7 @@ func New(cfg Config, policy RackPolicy, store Store, racks *rackmap.Map, opts Op
 		every:    opts.MaintenanceEvery,
 		metrics:  newMetrics(),
 	}
+	s.plan = s.handout.plan()
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -5,6 +5,6 @@ local now = clock(ARGV[2])
 if redis.call('SISMEMBER', K.active, h) == 1 then return 0 end
 redis.call('SADD', K.transfers, h)
 redis.call('SADD', K.active, h)
-redis.call('MSET', K.field(h, 'registered'), now, K.field(h, 'name'), name,
-  K.field(h, 'length'), length, K.field(h, 'torrent'), torrent)
+redis.call('MSET', K.field(h, K.t.registered), now, K.field(h, K.t.name), name,
+  K.field(h, K.t.length), length, K.field(h, K.t.torrent), torrent)
 return 1

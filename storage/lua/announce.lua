@@ -1,135 +1,205 @@
 -- announce records one announce of transfer h atomically: activation on
 -- the fly, the peer's keys, the class sets and counters, timestamps,
--- representative stall, demotion and election. It then samples the
--- candidate peers of each class the handout may draw from, so that an
--- announce is one round trip.
+-- representative stall, demotion and election. It then samples the stages
+-- the tracker's plan wants for the asker's role, so that an announce is one
+-- round trip. The arguments (A) and the reply's layout (R) are declared in
+-- announce.go.
 --
--- Returns {status, complete, incomplete, role, escape, elected, demoted,
---          pool1 .. pool7}
--- status: ok | unregistered | unknown (stopped for an inactive transfer)
--- role:   S seeder | R representative leecher | L leecher | X stopped
--- pools (see storage.Pool): own seeders, own representatives, own leechers,
--- other racks' seeders, other racks' representatives, all seeders, all
--- leechers. With peer ids, each pool alternates peer and peer_id.
-local h, ip, port, peer = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local peer_id, pkey, event = ARGV[5], ARGV[6], ARGV[7]
-local uploaded, downloaded, left = ARGV[8], ARGV[9], ARGV[10]
-local compact, rack, host = ARGV[11], ARGV[12], ARGV[13]
-local now, nowms = clock(ARGV[14])
-local allow = ARGV[15] == '1'
-local limit, stall_limit = tonumber(ARGV[16]), tonumber(ARGV[17])
-local sample, mode, with_ids = tonumber(ARGV[18]), ARGV[19], ARGV[20] == '1'
+-- A periodic announce of a known peer (same port, same rack, still
+-- current) writes only what changed: its report, its last-seen time, its
+-- left in the election order; the "every ... seen" sets are written when a
+-- peer is new to the transfer, rack or port.
+local h, ip, port, peer = A.hash, A.ip, A.port, A.peer
+local event, rack, host = A.event, A.rack, A.hostname
+local now, nowms = clock(A.clock)
+local limit, stall_limit = tonumber(A.reps), tonumber(A.stall)
+local numwant = tonumber(A.numwant)
 
 if redis.call('SISMEMBER', K.active, h) == 0 then
-  if not allow then return {'unregistered'} end
+  if A.allow ~= '1' then return {ST.unregistered} end
   -- A stop for a transfer nobody runs activates nothing.
-  if event == 'stopped' then return {'unknown'} end
+  if event == K.ev.stopped then return {ST.unknown} end
   redis.call('SADD', K.transfers, h)
   redis.call('SADD', K.active, h)
-  redis.call('SET', K.field(h, 'registered'), now)
+  redis.call('SET', K.field(h, K.t.registered), now)
 end
 
-local function pk(f) return K.peer(h, ip, f) end
-local old = redis.call('MGET', pk('port'), pk('rack'), pk('left'))
-local oldport, oldrack, oldleft = old[1], old[2], old[3]
+-- One read for everything the announce compares against: the peer's
+-- stored fields, its rack's stalls and the transfer's counters.
+local fields = K.peer_fields
+local mkeys = {}
+for i, f in ipairs(fields) do mkeys[i] = K.peer(h, ip, f) end
+local nf = #fields
+local rstalls_key = K.rackset(h, rack, K.r.stalls)
+local complete_key, incomplete_key = K.field(h, K.t.complete), K.field(h, K.t.incomplete)
+mkeys[nf + 1] = rstalls_key
+mkeys[nf + 2] = complete_key
+mkeys[nf + 3] = incomplete_key
+local vals = redis.call('MGET', unpack(mkeys))
+local old = {}
+for i, f in ipairs(fields) do old[f] = vals[i] end
+local rstalls = tonumber(vals[nf + 1] or 0)
+local complete0, incomplete0 = tonumber(vals[nf + 2] or 0), tonumber(vals[nf + 3] or 0)
+local complete, incomplete = complete0, incomplete0
+local oldport, oldrack, oldleft = old[K.p.port], old[K.p.rack], old[K.p.left]
+local known = oldport == port and oldrack == rack
+
+local reps = rack_reps(h, rack)
+local demoted, elected = 0, 0
 
 -- A host that comes back on another port, or in another rack after a rack
 -- map reload, replaces its old member everywhere.
 local keeprep = false
-if oldport and (oldport ~= port or oldrack ~= rack) then
+if oldport and not known then
   local op = K.peerstr(ip, oldport)
-  local wasrep = leave_current(h, oldrack, op)
+  local wasrep, ds, dl = leave_current(h, oldrack, op, nil)
+  complete, incomplete = complete + ds, incomplete + dl
   keeprep = wasrep and oldrack == rack
+  reps_drop(reps, op)
   if oldport ~= port then
     -- Every set: the host may have been seen in several racks.
-    redis.call('SREM', K.peers(h, 'N'), op)
-    for _, r in ipairs(redis.call('SMEMBERS', K.field(h, 'racks'))) do
-      redis.call('SREM', K.rackset(h, r, 'N'), op)
+    redis.call('SREM', K.peers(h, K.c.seen), op)
+    for _, r in ipairs(redis.call('SMEMBERS', K.field(h, K.t.racks))) do
+      redis.call('SREM', K.rackset(h, r, K.c.seen), op)
     end
   end
   if oldrack and oldrack ~= rack then
     -- The slot it held in its old rack is filled at once, not at that
     -- rack's next announce.
-    elect(h, oldrack, limit, stall_limit)
+    elect(h, oldrack, limit, stall_limit, nil)
   end
 end
 
-local nleft = tonumber(left)
+local nleft = tonumber(A.left)
 local seeder = nleft == 0
-local fields = {
-  pk('compact'), compact, pk('port'), port, pk('peer_id'), peer_id, pk('key'), pkey,
-  pk('seeder'), seeder and 'True' or 'False',
-  pk('downloaded'), downloaded, pk('left'), left, pk('uploaded'), uploaded,
-  pk('rack'), rack, pk('hostname'), host,
-  K.field(h, 'last_announce'), now,
+local wasseeder = old[K.p.seeder] == 'True'
+
+-- The peer's fields: only those that differ from what is stored.
+local new = {
+  [K.p.compact] = A.compact, [K.p.port] = port, [K.p.peer_id] = A.peer_id, [K.p.key] = A.key,
+  [K.p.seeder] = seeder and 'True' or 'False', [K.p.downloaded] = A.downloaded,
+  [K.p.left] = A.left, [K.p.uploaded] = A.uploaded, [K.p.rack] = rack, [K.p.hostname] = host,
 }
+if event ~= '' then new[K.p.last_event] = event end
+local mset = {K.field(h, K.t.last_announce), now}
+for i, f in ipairs(fields) do
+  local v = new[f]
+  if v ~= nil and v ~= old[f] then
+    mset[#mset + 1] = mkeys[i]
+    mset[#mset + 1] = v
+  end
+end
 if event ~= '' then
-  fields[#fields + 1] = pk('last_event'); fields[#fields + 1] = event
-  fields[#fields + 1] = K.event(h, ip, event); fields[#fields + 1] = now
+  mset[#mset + 1] = K.event(h, ip, event)
+  mset[#mset + 1] = now
 end
-redis.call('MSET', unpack(fields))
+if event == K.ev.started then
+  redis.call('SETNX', K.field(h, K.t.first_started), now)
+  mset[#mset + 1] = K.field(h, K.t.last_started)
+  mset[#mset + 1] = now
+elseif event == K.ev.completed then
+  redis.call('SETNX', K.field(h, K.t.first_completed), now)
+  mset[#mset + 1] = K.field(h, K.t.last_completed)
+  mset[#mset + 1] = now
+  redis.call('INCR', K.field(h, K.t.completions))
+end
+redis.call('MSET', unpack(mset))
 
-redis.call('SADD', K.racks, rack)
-redis.call('SADD', K.rack(rack), host)
-redis.call('SADD', K.field(h, 'racks'), rack)
-redis.call('SADD', K.peers(h, 'N'), peer)
-redis.call('SADD', K.rackset(h, rack, 'N'), peer)
-
-if event == 'stopped' then
-  leave_current(h, rack, peer)
-  redis.call('ZREM', K.field(h, 'seen'), ip)
-  local elected = elect(h, rack, limit, stall_limit)
-  return {'ok', counter(K.field(h, 'complete')), counter(K.field(h, 'incomplete')), 'X', 0, elected, 0}
+-- The "every ... seen" sets.
+if not known then
+  redis.call('SADD', K.racks, rack)
+  redis.call('SADD', K.field(h, K.t.racks), rack)
+  redis.call('SADD', K.peers(h, K.c.seen), peer)
+  redis.call('SADD', K.rackset(h, rack, K.c.seen), peer)
+end
+if not known or old[K.p.hostname] ~= host then
+  redis.call('SADD', K.rack(rack), host)
 end
 
-redis.call('ZADD', K.field(h, 'seen'), nowms, ip)
-local rs, rr, rl = K.rackset(h, rack, 'S'), K.rackset(h, rack, 'R'), K.rackset(h, rack, 'left')
-if seeder then
-  if redis.call('SADD', K.peers(h, 'S'), peer) == 1 then redis.call('INCR', K.field(h, 'complete')) end
-  if redis.call('SREM', K.peers(h, 'L'), peer) == 1 then redis.call('DECR', K.field(h, 'incomplete')) end
-  redis.call('SADD', rs, peer)
-  redis.call('ZREM', rl, peer)
-  redis.call('ZREM', K.rackset(h, rack, 'since'), peer)
-else
-  if redis.call('SADD', K.peers(h, 'L'), peer) == 1 then redis.call('INCR', K.field(h, 'incomplete')) end
-  if redis.call('SREM', K.peers(h, 'S'), peer) == 1 then redis.call('DECR', K.field(h, 'complete')) end
-  redis.call('SREM', rs, peer)
+-- write_counters stores the counters when they moved.
+local function write_counters()
+  if complete ~= complete0 then redis.call('SET', complete_key, complete) end
+  if incomplete ~= incomplete0 then redis.call('SET', incomplete_key, incomplete) end
+end
+
+local seen_key = K.field(h, K.t.seen)
+if event == K.ev.stopped then
+  -- Only a current peer is in any current set (the expiry index says
+  -- which): a stop after a stop, or after expiry, has nothing to remove.
+  -- A host that changed port or rack left its old sets above.
+  if redis.call('ZREM', seen_key, ip) == 1 and known then
+    local _, ds, dl = leave_current(h, rack, peer, {seeder = wasseeder, rep = reps.set[peer]})
+    complete, incomplete = complete + ds, incomplete + dl
+    reps_drop(reps, peer)
+  end
+  elected = elect(h, rack, limit, stall_limit, reps)
+  write_counters()
+  local out = {}
+  out[R.status], out[R.complete], out[R.incomplete] = ST.ok, complete, incomplete
+  out[R.role], out[R.escape], out[R.elected], out[R.demoted] = ROLE.stopped, 0, elected, 0
+  return out
+end
+
+-- The current sets. A peer that was current, known and keeps its class is
+-- in them already: only its left moves in the election order.
+local rs, rr, rl = K.rackset(h, rack, K.c.seeders), K.rackset(h, rack, K.c.reps), K.rackset(h, rack, K.r.left)
+local fresh = redis.call('ZADD', seen_key, nowms, ip) == 1
+if fresh or not known or seeder ~= wasseeder then
+  if seeder then
+    complete = complete + redis.call('SADD', K.peers(h, K.c.seeders), peer)
+    incomplete = incomplete - redis.call('SREM', K.peers(h, K.c.leechers), peer)
+    redis.call('SADD', rs, peer)
+    redis.call('ZREM', rl, peer)
+    redis.call('ZREM', K.rackset(h, rack, K.r.since), peer)
+  else
+    incomplete = incomplete + redis.call('SADD', K.peers(h, K.c.leechers), peer)
+    complete = complete - redis.call('SREM', K.peers(h, K.c.seeders), peer)
+    redis.call('SREM', rs, peer)
+    redis.call('ZADD', rl, nleft, peer)
+    redis.call('ZADD', K.rackset(h, rack, K.r.since), 'NX', nowms, peer)
+  end
+elseif not seeder and oldleft ~= A.left then
   redis.call('ZADD', rl, nleft, peer)
-  redis.call('ZADD', K.rackset(h, rack, 'since'), 'NX', nowms, peer)
 end
 if keeprep then
-  redis.call('SADD', K.peers(h, 'R'), peer)
+  redis.call('SADD', K.peers(h, K.c.reps), peer)
   redis.call('SADD', rr, peer)
+  reps_add(reps, peer)
 end
+write_counters()
 
-if event == 'started' then
-  redis.call('SETNX', K.field(h, 'first_started'), now)
-  redis.call('SET', K.field(h, 'last_started'), now)
-elseif event == 'completed' then
-  redis.call('SETNX', K.field(h, 'first_completed'), now)
-  redis.call('SET', K.field(h, 'last_completed'), now)
-  redis.call('INCR', K.field(h, 'completions'))
+-- rack_has_seeder asks once whether the rack holds a seeder.
+local rack_seeded
+local function rack_has_seeder()
+  if rack_seeded == nil then
+    if seeder then
+      rack_seeded = true
+    else
+      rack_seeded = redis.call('EXISTS', rs) == 1
+    end
+  end
+  return rack_seeded
 end
 
 -- Progress: a rack stalls when none of its leechers' left shrinks; a
 -- representative stalls when its own left does not shrink while its rack
 -- has no seeder to fetch from instead.
-local isrep = redis.call('SISMEMBER', rr, peer) == 1
-local demoted = 0
+local isrep = reps.set[peer] == true
 -- Before any seeder exists nobody can be blamed for not progressing: nobody
 -- stalls then, or leechers that start before their origin would all end up
 -- unelectable.
 if not seeder and oldleft then
-  local progressed = nleft < tonumber(oldleft)
-  local rstalls = K.rackset(h, rack, 'stalls')
-  if progressed then
-    redis.call('SET', rstalls, 0)
-    redis.call('DEL', pk('stalls'))
-  elseif redis.call('EXISTS', K.peers(h, 'S')) == 1 then
-    redis.call('INCR', rstalls)
-    if isrep and redis.call('EXISTS', rs) == 0 then
-      if redis.call('INCR', pk('stalls')) >= stall_limit then
-        demote(h, rack, peer)
+  if nleft < tonumber(oldleft) then
+    if rstalls ~= 0 then
+      redis.call('SET', rstalls_key, 0)
+      rstalls = 0
+    end
+    if old[K.p.stalls] then redis.call('DEL', K.peer(h, ip, K.p.stalls)) end
+  elseif complete > 0 then
+    rstalls = redis.call('INCR', rstalls_key)
+    if isrep and not rack_has_seeder() then
+      if redis.call('INCR', K.peer(h, ip, K.p.stalls)) >= stall_limit then
+        demote(h, rack, peer, reps)
         isrep = false
         demoted = 1
       end
@@ -139,76 +209,134 @@ end
 
 -- A paused peer (BEP 21) downloads nothing more: it cannot fetch for its
 -- rack, so it gives up the role and is not elected while paused.
-if event == 'paused' and not seeder then
-  redis.call('SET', pk('stalls'), stall_limit)
+if event == K.ev.paused and not seeder then
+  redis.call('SET', K.peer(h, ip, K.p.stalls), stall_limit)
   if isrep then
-    demote(h, rack, peer)
+    demote(h, rack, peer, reps)
     isrep = false
     demoted = 1
   end
 end
 
-local elected = elect(h, rack, limit, stall_limit)
-if elected > 0 and not isrep then isrep = redis.call('SISMEMBER', rr, peer) == 1 end
+elected = elect(h, rack, limit, stall_limit, reps)
+isrep = reps.set[peer] == true
 
-local role = 'L'
-if seeder then role = 'S' elseif isrep then role = 'R' end
+local role = ROLE.leecher
+if seeder then role = ROLE.seeder elseif isrep then role = ROLE.rep end
 
 local escape = 0
-if role == 'L' then
-  if redis.call('EXISTS', rs) == 0 and redis.call('EXISTS', rr) == 0 then
+if role == ROLE.leecher then
+  if reps.n == 0 and not rack_has_seeder() then
     escape = 1
-  elseif counter(K.rackset(h, rack, 'stalls')) >= stall_limit * math.max(redis.call('ZCARD', rl), 1) then
+  elseif rstalls >= stall_limit and rstalls >= stall_limit * math.max(redis.call('ZCARD', rl), 1) then
     escape = 1
   end
 end
 
--- others returns up to n members of the global set key, drawn at random,
--- that are not in the asker's rack (not in the rack's set rackkey) nor, when
--- given, in the set skip. Twice n are drawn, for those filtered out.
-local function others(key, rackkey, n, skip)
-  local out = {}
-  for _, m in ipairs(redis.call('SRANDMEMBER', key, 2 * n)) do
-    if #out >= n then break end
-    if redis.call('SISMEMBER', rackkey, m) == 0 and (not skip or redis.call('SISMEMBER', skip, m) == 0) then
-      out[#out + 1] = m
-    end
+local out = {}
+out[R.status], out[R.complete], out[R.incomplete] = ST.ok, complete, incomplete
+out[R.role], out[R.escape], out[R.elected], out[R.demoted] = role, escape, elected, demoted
+if numwant <= 0 then return out end
+
+-- Sampling: the stages of the plan for this role, each class drawn with
+-- one call at most, about n+1 of each (the asker may be among them).
+local plan = A.plan_leecher
+if role == ROLE.rep then plan = A.plan_rep
+elseif role == ROLE.seeder then plan = A.plan_seeder
+elseif escape == 1 then plan = A.plan_escape end
+
+local seeded = false
+-- pick draws up to n members of list at random (a partial shuffle).
+local function pick(list, n)
+  if #list <= n then return list end
+  if not seeded then
+    math.randomseed(tonumber(A.seed))
+    seeded = true
   end
-  return out
+  for i = 1, n do
+    local j = math.random(i, #list)
+    list[i], list[j] = list[j], list[i]
+  end
+  local out_ = {}
+  for i = 1, n do out_[i] = list[i] end
+  return out_
 end
 
-local pools = {{}, {}, {}, {}, {}, {}, {}}
-if sample > 0 then
-  if mode == 'random' then
-    if not seeder then pools[6] = redis.call('SRANDMEMBER', K.peers(h, 'S'), sample) end
-    pools[7] = redis.call('SRANDMEMBER', K.peers(h, 'L'), sample)
-  else
-    if not seeder then
-      pools[1] = redis.call('SRANDMEMBER', rs, sample)
-      pools[2] = redis.call('SMEMBERS', rr)
-    end
-    pools[3] = redis.call('ZRANDMEMBER', rl, sample)
-    local remote = role == 'R' or escape == 1
-    if remote then
-      pools[4] = others(K.peers(h, 'S'), rs, sample, nil)
-      pools[5] = others(K.peers(h, 'R'), rr, sample, nil)
-    elseif seeder then
-      -- A seeder wants nothing from another seeder: representatives that
-      -- completed are left out.
-      pools[5] = others(K.peers(h, 'R'), rr, sample, K.peers(h, 'S'))
-    end
+-- not_in keeps the members of list that are not in set, at most n.
+local function not_in(list, set, n)
+  local out_ = {}
+  for _, m in ipairs(list) do
+    if #out_ >= n then break end
+    if not set[m] then out_[#out_ + 1] = m end
   end
-  if with_ids then
-    for i, pool in ipairs(pools) do
-      local pairs_ = {}
-      for _, p in ipairs(pool) do
-        pairs_[#pairs_ + 1] = p
-        pairs_[#pairs_ + 1] = redis.call('GET', K.peer(h, K.peerip(p), 'peer_id')) or ''
+  return out_
+end
+
+local draw = {}
+draw[CL.own_seeders] = function(n)
+  if rack_seeded == false then return {} end
+  return redis.call('SRANDMEMBER', rs, n)
+end
+draw[CL.own_reps] = function(n) return pick(reps.list, n) end
+draw[CL.own_leechers] = function(n) return redis.call('ZRANDMEMBER', rl, n) end
+draw[CL.other_seeders] = function(n)
+  -- Drawn from every seeder, the rack's own dropped with one SMISMEMBER.
+  -- (Drawing racks first would miss the lone origin seeder of a young
+  -- transfer, or visit every rack for it.)
+  local cands = redis.call('SRANDMEMBER', K.peers(h, K.c.seeders), 2 * n + 2)
+  if #cands == 0 then return cands end
+  local own = redis.call('SMISMEMBER', rs, unpack(cands))
+  local out_ = {}
+  for i, m in ipairs(cands) do
+    if #out_ >= n then break end
+    if own[i] == 0 then out_[#out_ + 1] = m end
+  end
+  return out_
+end
+draw[CL.other_reps] = function(n)
+  -- A rack holds at most limit representatives: n + limit draws leave n
+  -- of other racks when there are that many.
+  return not_in(redis.call('SRANDMEMBER', K.peers(h, K.c.reps), n + reps.n), reps.set, n)
+end
+draw[CL.other_leeching_reps] = function(n)
+  -- At most limit per rack: the whole difference is small.
+  local all = redis.call('SDIFF', K.peers(h, K.c.reps), K.peers(h, K.c.seeders))
+  return pick(not_in(all, reps.set, #all), n)
+end
+draw[CL.all_seeders] = function(n) return redis.call('SRANDMEMBER', K.peers(h, K.c.seeders), n) end
+draw[CL.all_leechers] = function(n) return redis.call('SRANDMEMBER', K.peers(h, K.c.leechers), n) end
+
+local stages = {}
+for classes, want in string.gmatch(plan, '(%a*):(%d+)') do
+  local n = tonumber(want)
+  if n <= 0 or n > numwant then n = numwant end
+  local got = {}
+  for c in string.gmatch(classes, '%a') do
+    for _, m in ipairs(draw[c](n + 1)) do got[#got + 1] = m end
+  end
+  stages[#stages + 1] = got
+end
+
+if A.peer_ids == '1' then
+  -- One read for the peer ids of every candidate.
+  local idkeys = {}
+  for _, got in ipairs(stages) do
+    for _, m in ipairs(got) do idkeys[#idkeys + 1] = K.peer(h, K.peerip(m), K.p.peer_id) end
+  end
+  if #idkeys > 0 then
+    local ids = redis.call('MGET', unpack(idkeys))
+    local i = 0
+    for s, got in ipairs(stages) do
+      local with = {}
+      for _, m in ipairs(got) do
+        i = i + 1
+        with[#with + 1] = m
+        with[#with + 1] = ids[i] or ''
       end
-      pools[i] = pairs_
+      stages[s] = with
     end
   end
 end
 
-return {'ok', counter(K.field(h, 'complete')), counter(K.field(h, 'incomplete')), role, escape, elected, demoted,
-  pools[1], pools[2], pools[3], pools[4], pools[5], pools[6], pools[7]}
+for _, got in ipairs(stages) do out[#out + 1] = got end
+return out

@@ -1,79 +1,157 @@
 -- Shared by every script. keys.go's luaKeys (the K table) comes before it.
 -- Scripts address keys they derive from data (racks, peers), which is why
 -- the store needs a standalone Redis: a cluster would refuse them.
+--
+-- Every redis.call counts: on the embedded store each one renders its reply
+-- and parses it back. Sets are read once into Lua tables (set_of) rather
+-- than asked member by member.
+
+-- set_of turns a list of members into a set table.
+local function set_of(list)
+  local s = {}
+  for _, m in ipairs(list) do s[m] = true end
+  return s
+end
+
+-- call_chunked runs cmd key m1 m2 ... over a long list of members in
+-- chunks (Lua's unpack has a limit) and concatenates array replies.
+local function call_chunked(cmd, key, list)
+  local out = {}
+  for i = 1, #list, 1000 do
+    local part = redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+    if type(part) == 'table' then
+      for _, v in ipairs(part) do out[#out + 1] = v end
+    end
+  end
+  return out
+end
+
+-- rack_reps reads the representatives of rack: {list, set, n}.
+local function rack_reps(h, rack)
+  local list = redis.call('SMEMBERS', K.rackset(h, rack, K.c.reps))
+  return {list = list, set = set_of(list), n = #list}
+end
+
+-- reps_drop and reps_add keep a rack_reps table in step with a change.
+local function reps_drop(reps, p)
+  if not reps.set[p] then return end
+  reps.set[p] = nil
+  reps.n = reps.n - 1
+  for i, m in ipairs(reps.list) do
+    if m == p then
+      table.remove(reps.list, i)
+      break
+    end
+  end
+end
+
+local function reps_add(reps, p)
+  if reps.set[p] then return end
+  reps.set[p] = true
+  reps.list[#reps.list + 1] = p
+  reps.n = reps.n + 1
+end
 
 -- leave_current removes peer p of rack from every "current" set of transfer
--- h (seeders, leechers, representatives), keeping the counters in step. It
--- returns whether p was a representative. Membership in N is left alone:
--- N is every peer seen.
-local function leave_current(h, rack, p)
-  if redis.call('SREM', K.peers(h, 'S'), p) == 1 then redis.call('DECR', K.field(h, 'complete')) end
-  if redis.call('SREM', K.peers(h, 'L'), p) == 1 then redis.call('DECR', K.field(h, 'incomplete')) end
-  local wasrep = redis.call('SREM', K.peers(h, 'R'), p) == 1
-  if rack then
-    redis.call('SREM', K.rackset(h, rack, 'S'), p)
-    redis.call('SREM', K.rackset(h, rack, 'R'), p)
-    redis.call('ZREM', K.rackset(h, rack, 'left'), p)
-    redis.call('ZREM', K.rackset(h, rack, 'since'), p)
+-- h (seeders, leechers, representatives). was tells what p was when the
+-- caller knows it ({seeder = bool}), so that only its own sets are touched;
+-- nil touches all. Returns whether p was a representative and the changes
+-- to the complete and incomplete counters, which the caller writes.
+-- Membership in N is left alone: N is every peer seen.
+local function leave_current(h, rack, p, was)
+  local ds, dl = 0, 0
+  if not was or was.seeder then
+    ds = -redis.call('SREM', K.peers(h, K.c.seeders), p)
+    if rack then redis.call('SREM', K.rackset(h, rack, K.c.seeders), p) end
   end
-  return wasrep
+  if not was or not was.seeder then
+    dl = -redis.call('SREM', K.peers(h, K.c.leechers), p)
+    if rack then
+      redis.call('ZREM', K.rackset(h, rack, K.r.left), p)
+      redis.call('ZREM', K.rackset(h, rack, K.r.since), p)
+    end
+  end
+  local wasrep = false
+  if not was or was.rep then
+    wasrep = redis.call('SREM', K.peers(h, K.c.reps), p) == 1
+    if rack then redis.call('SREM', K.rackset(h, rack, K.c.reps), p) end
+  end
+  return wasrep, ds, dl
+end
+
+-- add_counters applies counter changes of leave_current.
+local function add_counters(h, ds, dl)
+  if ds ~= 0 then redis.call('INCRBY', K.field(h, K.t.complete), ds) end
+  if dl ~= 0 then redis.call('INCRBY', K.field(h, K.t.incomplete), dl) end
 end
 
 -- demote takes peer p out of the representatives of rack; its stalls (or a
 -- pause) keep it from being elected again until it progresses.
-local function demote(h, rack, p)
-  redis.call('SREM', K.rackset(h, rack, 'R'), p)
-  redis.call('SREM', K.peers(h, 'R'), p)
+local function demote(h, rack, p, reps)
+  redis.call('SREM', K.rackset(h, rack, K.c.reps), p)
+  redis.call('SREM', K.peers(h, K.c.reps), p)
+  if reps then reps_drop(reps, p) end
 end
 
 -- elect fills the free representative slots of rack with its current
 -- leechers of most progress (least left), the first to have announced among
 -- equals, skipping peers that stalled as representatives until they
--- progress again. Returns how many it elected.
-local function elect(h, rack, limit, stall_limit)
-  local rk = K.rackset(h, rack, 'R')
-  local reps = redis.call('SCARD', rk)
-  if reps >= limit then return 0 end
-  local elected = 0
+-- progress again. reps is the rack's representatives (rack_reps), kept up
+-- to date; nil reads them. Returns how many it elected.
+local function elect(h, rack, limit, stall_limit, reps)
+  reps = reps or rack_reps(h, rack)
+  if reps.n >= limit then return 0 end
+  local lk = K.rackset(h, rack, K.r.left)
   -- A bounded window: representatives and stalled peers are the only ones
   -- skipped, and a rack rarely holds 64 of them.
-  local window = redis.call('ZRANGE', K.rackset(h, rack, 'left'), 0, 63, 'WITHSCORES')
+  local window = redis.call('ZRANGE', lk, 0, 63, 'WITHSCORES')
   if #window == 128 then
     -- Redis orders equal scores by member text: take every tie at the
     -- window's edge, so that arrival order, not address, decides among them
     -- (at a transfer's start every leecher has the same left).
-    window = redis.call('ZRANGEBYSCORE', K.rackset(h, rack, 'left'), '-inf', window[128], 'WITHSCORES')
+    window = redis.call('ZRANGEBYSCORE', lk, '-inf', window[128], 'WITHSCORES')
   end
-  local since = K.rackset(h, rack, 'since')
-  local cands, left, first = {}, {}, {}
+  local cands, left = {}, {}
   for i = 1, #window, 2 do
     local c = window[i]
-    cands[#cands + 1] = c
-    left[c] = tonumber(window[i + 1])
-    first[c] = tonumber(redis.call('ZSCORE', since, c) or 0)
+    if not reps.set[c] then
+      cands[#cands + 1] = c
+      left[c] = tonumber(window[i + 1])
+    end
   end
+  if #cands == 0 then return 0 end
+  local since = call_chunked('ZMSCORE', K.rackset(h, rack, K.r.since), cands)
+  local skeys = {}
+  local first = {}
+  for i, c in ipairs(cands) do
+    first[c] = tonumber(since[i] or 0)
+    skeys[i] = K.peer(h, K.peerip(c), K.p.stalls)
+  end
+  local stalls = {}
+  for i = 1, #skeys, 1000 do
+    local part = redis.call('MGET', unpack(skeys, i, math.min(i + 999, #skeys)))
+    for _, v in ipairs(part) do stalls[#stalls + 1] = v end
+  end
+  local stalled = {}
+  for i, c in ipairs(cands) do stalled[c] = tonumber(stalls[i] or 0) >= stall_limit end
   table.sort(cands, function(a, b)
     if left[a] ~= left[b] then return left[a] < left[b] end
     if first[a] ~= first[b] then return first[a] < first[b] end
     return a < b
   end)
+  local elected = {}
   for _, c in ipairs(cands) do
-    if reps >= limit then break end
-    if redis.call('SISMEMBER', rk, c) == 0 then
-      local stalls = tonumber(redis.call('GET', K.peer(h, K.peerip(c), 'stalls')) or 0)
-      if stalls < stall_limit then
-        redis.call('SADD', rk, c)
-        redis.call('SADD', K.peers(h, 'R'), c)
-        reps = reps + 1
-        elected = elected + 1
-      end
+    if reps.n >= limit then break end
+    if not stalled[c] then
+      elected[#elected + 1] = c
+      reps_add(reps, c)
     end
   end
-  return elected
-end
-
-local function counter(key)
-  return tonumber(redis.call('GET', key) or 0)
+  if #elected > 0 then
+    redis.call('SADD', K.rackset(h, rack, K.c.reps), unpack(elected))
+    redis.call('SADD', K.peers(h, K.c.reps), unpack(elected))
+  end
+  return #elected
 end
 
 -- datetime renders us (unix microseconds) as a stored datetime, like Go's

@@ -15,22 +15,22 @@ local now, nowms = clock(ARGV[2])
 if redis.call('SISMEMBER', K.active, h) == 0 then return 0 end
 if idle_ms and idle_ms ~= '' then
   local idle_before = datetime((nowms - tonumber(idle_ms)) * 1000)
-  if redis.call('ZCARD', K.field(h, 'seen')) > 0 then return 0 end
-  local last = redis.call('GET', K.field(h, 'last_announce')) or redis.call('GET', K.field(h, 'registered')) or ''
+  if redis.call('ZCARD', K.field(h, K.t.seen)) > 0 then return 0 end
+  local last = redis.call('GET', K.field(h, K.t.last_announce)) or redis.call('GET', K.field(h, K.t.registered)) or ''
   if last >= idle_before then return 0 end
 end
-redis.call('SET', K.field(h, 'deregistered'), now)
+redis.call('SET', K.field(h, K.t.deregistered), now)
 redis.call('SREM', K.active, h)
 
-local to = now .. ':' .. h
+local to = K.archived(now, h)
 local function mv(key)
   if redis.call('EXISTS', key) == 1 then
     redis.call('RENAME', key, to .. string.sub(key, #h + 1))
   end
 end
 
-local peers = redis.call('SMEMBERS', K.peers(h, 'N'))
-local racks = redis.call('SMEMBERS', K.field(h, 'racks'))
+local peers = redis.call('SMEMBERS', K.peers(h, K.c.seen))
+local racks = redis.call('SMEMBERS', K.field(h, K.t.racks))
 local done = {}
 for _, p in ipairs(peers) do
   local ip = K.peerip(p)

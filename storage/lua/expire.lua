@@ -7,19 +7,22 @@ local h = ARGV[1]
 local _, nowms = clock(ARGV[6])
 local cutoff = nowms - tonumber(ARGV[2])
 local limit, stall_limit, batch = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local seen = K.field(h, 'seen')
+local seen = K.field(h, K.t.seen)
 local ips = redis.call('ZRANGEBYSCORE', seen, '-inf', cutoff, 'LIMIT', 0, batch)
 local racks = {}
+local ds, dl = 0, 0
 for _, ip in ipairs(ips) do
-  local pr = redis.call('MGET', K.peer(h, ip, 'port'), K.peer(h, ip, 'rack'))
+  local pr = redis.call('MGET', K.peer(h, ip, K.p.port), K.peer(h, ip, K.p.rack), K.peer(h, ip, K.p.seeder))
   if pr[1] then
-    leave_current(h, pr[2], K.peerstr(ip, pr[1]))
+    local _, s, l = leave_current(h, pr[2], K.peerstr(ip, pr[1]), {seeder = pr[3] == 'True', rep = true})
+    ds, dl = ds + s, dl + l
     if pr[2] then racks[pr[2]] = true end
   end
   redis.call('ZREM', seen, ip)
 end
+add_counters(h, ds, dl)
 local elected = 0
-for rack in pairs(racks) do elected = elected + elect(h, rack, limit, stall_limit) end
+for rack in pairs(racks) do elected = elected + elect(h, rack, limit, stall_limit, nil) end
 local more = 0
 if #ips == batch then more = 1 end
 return {#ips, elected, more}
