@@ -43,6 +43,7 @@ import (
 //	<hash>:completions                   string  announce: count of completed events (scrape "downloaded")
 //	<hash>:peer:<ip>:stalls              string  announce: announces of a representative without progress (paused: the limit)
 //	<hash>:deactivations                 set     deactivate: datetimes under which this hash's keys were renamed
+//	<hash>:timeline                      zset    sample: per-rack progress, one member per period (timeline.go)
 //
 // <hash>:deactivations is the one key deactivation does not rename: it is the
 // index that finds the renamed keys without a keyspace scan.
@@ -81,6 +82,7 @@ const (
 	leafSeen           = "seen"
 	leafRacks          = "racks"
 	leafDeactivations  = "deactivations"
+	leafTimeline       = "timeline"
 )
 
 // Leaves of the per-rack keys <hash>:rack:<rack>:<leaf> besides the classes.
@@ -117,7 +119,7 @@ var transferFields = []string{
 // transferSets are the per-transfer keys of other types, <hash>:<suffix>.
 var transferSets = []string{
 	"peers:" + classSeen, "peers:" + classReps, "peers:" + classSeeders, "peers:" + classLeech,
-	leafSeen, leafRacks,
+	leafSeen, leafRacks, leafTimeline,
 }
 
 // rackSuffixes are the per-transfer, per-rack keys, <hash>:rack:<rack>:<suffix>.
@@ -241,7 +243,7 @@ end
 K.racks = ` + luaQuote(keyRacks) + `
 K.transfers = ` + luaQuote(keyTransfers) + `
 K.active = ` + luaQuote(keyActiveTransfers) + `
-K.t = strict({` + luaNames(transferFields...) + `, ` + luaNames(leafSeen, leafRacks, leafDeactivations) + `})
+K.t = strict({` + luaNames(transferFields...) + `, ` + luaNames(leafSeen, leafRacks, leafDeactivations, leafTimeline) + `})
 K.c = strict({seen = ` + luaQuote(classSeen) + `, reps = ` + luaQuote(classReps) +
 	`, seeders = ` + luaQuote(classSeeders) + `, leechers = ` + luaQuote(classLeech) + `})
 K.r = strict({` + luaNames(rackLeft, rackSince, rackStalls) + `})

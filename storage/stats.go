@@ -46,6 +46,7 @@ type RackStats struct {
 	PeersSeen       int
 	Representatives []string // peers, sorted
 	Left            int64    // sum over the rack's current leechers
+	MinLeft         int64    // left of the rack's most advanced leecher; 0 without leechers
 }
 
 // Progress is the share of the payload the current peers hold, from 0 to
@@ -275,7 +276,10 @@ func readStats(ctx context.Context, c *redis.Client, k tkeys) (TransferStats, er
 			Representatives: rc[i].reps.Val(),
 		}
 		slices.Sort(rs.Representatives)
-		for _, z := range rc[i].leechers.Val() {
+		for j, z := range rc[i].leechers.Val() {
+			if j == 0 { // ZRANGE: least left first
+				rs.MinLeft = int64(z.Score)
+			}
 			rs.Leechers++
 			rs.Left += int64(z.Score)
 		}

@@ -68,6 +68,7 @@ var (
 	scriptExpire     = loadScript("expire", "")
 	scriptDeactivate = loadScript("deactivate", "")
 	scriptActivate   = loadScript("activate", "")
+	scriptTimeline   = loadScript("timeline", "")
 )
 
 // Options are what the store takes besides its Config.

@@ -38,6 +38,8 @@ import (
 //	DELETE /api/transfers/<hash>          deactivate (SPEC section 3): 200 transfer, its
 //	                                      final state with "active": false and "deregistered" set
 //	GET    /api/transfers/<hash>/torrent  the registered .torrent, application/x-bittorrent
+//	GET    /api/transfers/<hash>/runs/<deregistered>  200 {"hash", "deregistered", "timeline"}:
+//	                                      the timeline of a deactivated run
 //	GET    /api/racks                     200 {"racks": [{"rack": "r1", "hosts": ["..."]}]}
 //
 // <hash> is the info hash as 40 hex digits, either case; answers give it in
@@ -62,6 +64,8 @@ import (
 //	progress          float|null  share of the payload the current peers hold,
 //	                           0 to 1; null when length is unknown or no peer is current
 //	racks             [rack]   sorted by name
+//	timeline          [sample] GET /api/transfers/<hash> only: the rollout timeline
+//	                           (timeline.go), oldest first
 //
 // rack (in a transfer):
 //
@@ -72,6 +76,8 @@ import (
 //	representative_peers [string] their ip:port, sorted
 //	left              int      sum over the rack's current leechers
 //	progress          float|null  as above, over the rack's current peers
+//	stuck             {reason, since}|null  set while the rack is stuck (stuck.go):
+//	                           reason no_progress or no_representative, since a datetime
 //
 // deactivated (history, newest first):
 //
@@ -121,6 +127,8 @@ type rackJSON struct {
 	RepresentativePeers []string `json:"representative_peers"`
 	Left                int64    `json:"left"`
 	Progress            *float64 `json:"progress"`
+	// Stuck is set while the rack is judged stuck (stuck.go).
+	Stuck *stuckJSON `json:"stuck"`
 }
 
 // deactivatedJSON is one retired run of a transfer.
@@ -187,6 +195,9 @@ func (s *Server) AdminHandler() http.Handler {
 	})
 	route("/api/transfers/{hash}/torrent", map[string]http.HandlerFunc{
 		http.MethodGet: s.serveTorrent,
+	})
+	route("/api/transfers/{hash}/runs/{at}", map[string]http.HandlerFunc{
+		http.MethodGet: s.serveRun,
 	})
 	route("/api/racks", map[string]http.HandlerFunc{
 		http.MethodGet: s.serveRacks,
@@ -403,7 +414,7 @@ func (s *Server) serveTransfer(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		s.storageFailed(w, r, "read transfer", err)
 	default:
-		writeJSON(w, http.StatusOK, s.transferJSON(r, st))
+		writeJSON(w, http.StatusOK, s.transferDetail(r, st))
 	}
 }
 
@@ -545,6 +556,7 @@ func (s *Server) transferJSON(r *http.Request, t storage.TransferStats) transfer
 			RepresentativePeers: reps,
 			Left:                rs.Left,
 			Progress:            optProgress(rs.Progress(t.Length)),
+			Stuck:               s.stuckJSON(t, rs.Rack),
 		}
 	}
 	return out

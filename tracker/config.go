@@ -39,6 +39,15 @@ type AnnounceConfig struct {
 type TransfersConfig struct {
 	AllowUnregistered bool          `yaml:"allow_unregistered"`
 	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	// TimelineInterval is the sampling period of the rollout timeline and
+	// of stuck-rack detection; TimelineSamples caps the samples kept per
+	// transfer (beyond it every other one is dropped).
+	TimelineInterval time.Duration `yaml:"timeline_interval"`
+	TimelineSamples  int           `yaml:"timeline_samples"`
+	// StuckAfter is how long a rack with leechers may go without progress
+	// while other racks progress before it is marked stuck. It must exceed
+	// the longest announce interval of the clients in use (rtorrent: 600 s).
+	StuckAfter time.Duration `yaml:"stuck_after"`
 }
 
 // RackPolicy is the handout half of the racks section of tracker.yaml.
@@ -66,7 +75,10 @@ func DefaultConfig() Config {
 			NumwantDefault: 50,
 			NumwantMax:     200,
 		},
-		Transfers: TransfersConfig{AllowUnregistered: true, IdleTimeout: 24 * time.Hour},
+		Transfers: TransfersConfig{
+			AllowUnregistered: true, IdleTimeout: 24 * time.Hour,
+			TimelineInterval: 30 * time.Second, TimelineSamples: 512, StuckAfter: 15 * time.Minute,
+		},
 	}
 }
 
@@ -122,6 +134,16 @@ func (c Config) Validate() error {
 		}
 	}
 	positive("transfers.idle_timeout", c.Transfers.IdleTimeout)
+	tr := c.Transfers
+	if tr.TimelineInterval < time.Second {
+		bad("transfers.timeline_interval", "must be at least 1s, got %s", tr.TimelineInterval)
+	}
+	if tr.TimelineSamples < 16 {
+		bad("transfers.timeline_samples", "must be at least 16, got %d", tr.TimelineSamples)
+	}
+	if tr.StuckAfter < 2*tr.TimelineInterval && tr.TimelineInterval >= time.Second {
+		bad("transfers.stuck_after", "%s must be at least twice transfers.timeline_interval %s, or no sample is old enough to compare with", tr.StuckAfter, tr.TimelineInterval)
+	}
 	return errors.Join(errs...)
 }
 

@@ -38,6 +38,7 @@ const dashboardRefresh = 5
 func (s *Server) dashboardRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{$}", s.serveDashboard)
 	mux.HandleFunc("GET /transfers/{hash}", s.serveTransferPage)
+	s.dashboardRoutesOps(mux)
 }
 
 // dashPage is what every page template gets.
@@ -71,6 +72,8 @@ type dashTransfer struct {
 	LastAnnounce    string
 	Bar             dashBar
 	Racks           []dashRack
+	Stuck           int           // racks judged stuck (stuck.go)
+	Chart           template.HTML // the timeline's SVG (timeline.go); transfer page only
 }
 
 // dashRack is one rack's row.
@@ -81,6 +84,9 @@ type dashRack struct {
 	PeersSeen int
 	Reps      []string
 	Bar       dashBar
+	// Stuck is the reason the rack is judged stuck, "" when it is not.
+	Stuck      string
+	StuckSince string
 }
 
 // dashBar is a progress bar in two segments: the seeders' share of the
@@ -103,6 +109,7 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	p.Transfers = make([]dashTransfer, len(active))
 	for i, t := range active {
 		p.Transfers[i] = dashView(t)
+		s.decorate(&p.Transfers[i], t, nil)
 	}
 	s.render(w, "index", p)
 }
@@ -128,6 +135,7 @@ func (s *Server) serveTransferPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := dashView(t)
+	s.decorate(&v, t, s.timelineFor(r, h))
 	p := s.page(v.Name + " · racktracker")
 	p.Transfer = &v
 	s.render(w, "transfer", p)

@@ -30,6 +30,8 @@ type Store interface {
 	Torrent(ctx context.Context, h storage.InfoHash) ([]byte, error)
 	Totals(ctx context.Context) (storage.Totals, error)
 	Ping(ctx context.Context) error
+	AddSample(ctx context.Context, h storage.InfoHash, period time.Duration, racks []storage.TimelineRack, keep int, refAge time.Duration) (storage.Sampled, error)
+	Timeline(ctx context.Context, h storage.InfoHash, run string) ([]storage.TimelineSample, error)
 }
 
 // Options are what a Server takes besides its config.
@@ -60,6 +62,7 @@ type Server struct {
 	proxies  []netip.Prefix
 	metrics  *metrics
 	warn     rateLimit
+	ops      *ops
 	bufs     sync.Pool
 }
 
@@ -92,6 +95,7 @@ func New(cfg Config, policy RackPolicy, store Store, racks *rackmap.Map, opts Op
 		}
 	}
 	s.racks.Store(racks)
+	s.ops = newOps(s.metrics.reg)
 	s.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
 	return s
 }
