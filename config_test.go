@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf16"
 
+	"racktracker/field"
 	"racktracker/rackmap"
 )
 
@@ -34,9 +35,9 @@ func TestConfigValidateCoversSections(t *testing.T) {
 	cfg.Racks.Default = ""
 	cfg.Storage.Backend = "mongo"
 	var paths []string
-	for _, err := range splitJoined(cfg.Validate()) {
-		path, _, _ := strings.Cut(err.Error(), ": ")
-		paths = append(paths, path)
+	errs, _ := errors.AsType[field.Errors](cfg.Validate())
+	for _, e := range errs {
+		paths = append(paths, e.Path)
 	}
 	want := []string{"announce.interval", "racks.default", "racks.handout", "storage.backend"}
 	if !slices.Equal(paths, want) {

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"unicode"
 	"unicode/utf8"
+
+	"racktracker/field"
 )
 
 // Config mirrors the rack-mapping keys of the racks section of tracker.yaml.
@@ -41,8 +43,8 @@ func DefaultConfig() Config {
 	return Config{Default: "default"}
 }
 
-// Validate reports every problem at once; each error starts with the YAML
-// path of the offending key, relative to the racks section. It does not read
+// Validate reports every problem at once, as field.Errors with paths
+// relative to the racks section. It does not read
 // the hosts file: New does, and names the file and line of a bad entry.
 func (c Config) Validate() error {
 	_, err := c.prefixes()
@@ -52,10 +54,8 @@ func (c Config) Validate() error {
 // prefixes validates c and returns its CIDRs with their racks, so that New
 // reads the config through the same checks as Validate.
 func (c Config) prefixes() (map[netip.Prefix]string, error) {
-	var errs []error
-	bad := func(path, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{path}, args...)...))
-	}
+	var errs field.Errors
+	bad := errs.Add
 	if err := checkRackName(c.Default); err != nil {
 		bad("default", "%v", err)
 	}
@@ -103,8 +103,8 @@ func (c Config) prefixes() (map[netip.Prefix]string, error) {
 			}
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if err := errs.Err(); err != nil {
+		return nil, err
 	}
 	return prefixes, nil
 }

@@ -1,11 +1,12 @@
 package storage
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"time"
+
+	"racktracker/field"
 )
 
 // Config mirrors the storage section of tracker.yaml.
@@ -49,13 +50,11 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports every problem at once; each error starts with the YAML
-// path of the offending key, relative to the storage section.
+// Validate reports every problem at once, as field.Errors with paths
+// relative to the storage section.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(path, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{path}, args...)...))
-	}
+	var errs field.Errors
+	bad := errs.Add
 	switch c.Backend {
 	case BackendEmbedded, BackendRedis:
 	default:
@@ -87,7 +86,7 @@ func (c Config) Validate() error {
 			bad("embedded.listen", "%q is not a loopback address (127.0.0.0/8, ::1 or localhost)", host)
 		}
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // splitAddr splits host:port and insists on a port.

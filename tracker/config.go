@@ -1,11 +1,12 @@
 package tracker
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"time"
+
+	"racktracker/field"
 )
 
 // Config mirrors the top level of tracker.yaml that the tracker owns: the
@@ -87,13 +88,10 @@ func DefaultRackPolicy() RackPolicy {
 	return RackPolicy{Handout: HandoutLocal, RepresentativesPerRack: 2, RepresentativeStall: 3, EscapePeers: 2}
 }
 
-// Validate reports every problem at once; each error starts with the YAML
-// path of the offending key.
+// Validate reports every problem at once, as field.Errors.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(path, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{path}, args...)...))
-	}
+	var errs field.Errors
+	bad := errs.Add
 	addr := func(path, v string, optional bool) {
 		if v == "" && optional {
 			return
@@ -114,10 +112,10 @@ func (c Config) Validate() error {
 	positive("announce.min_interval", a.MinInterval)
 	positive("announce.peer_timeout", a.PeerTimeout)
 	if a.MinInterval > a.Interval && a.Interval > 0 {
-		bad("announce.min_interval", "%s is longer than announce.interval %s", a.MinInterval, a.Interval)
+		errs.AddRelated("announce.min_interval", "announce.interval", "%s is longer than announce.interval %s", a.MinInterval, a.Interval)
 	}
 	if a.PeerTimeout > 0 && a.PeerTimeout <= a.Interval {
-		bad("announce.peer_timeout", "%s must be longer than announce.interval %s, or every peer expires between announces", a.PeerTimeout, a.Interval)
+		errs.AddRelated("announce.peer_timeout", "announce.interval", "%s must be longer than announce.interval %s, or every peer expires between announces", a.PeerTimeout, a.Interval)
 	}
 	if a.NumwantDefault < 0 {
 		bad("announce.numwant_default", "must not be negative, got %d", a.NumwantDefault)
@@ -126,7 +124,7 @@ func (c Config) Validate() error {
 		bad("announce.numwant_max", "must be at least 1, got %d", a.NumwantMax)
 	}
 	if a.NumwantDefault > a.NumwantMax && a.NumwantMax >= 1 {
-		bad("announce.numwant_default", "%d is above announce.numwant_max %d", a.NumwantDefault, a.NumwantMax)
+		errs.AddRelated("announce.numwant_default", "announce.numwant_max", "%d is above announce.numwant_max %d", a.NumwantDefault, a.NumwantMax)
 	}
 	for i, s := range a.TrustedProxies {
 		if _, err := netip.ParsePrefix(s); err != nil {
@@ -142,18 +140,16 @@ func (c Config) Validate() error {
 		bad("transfers.timeline_samples", "must be at least 16, got %d", tr.TimelineSamples)
 	}
 	if tr.StuckAfter < 2*tr.TimelineInterval && tr.TimelineInterval >= time.Second {
-		bad("transfers.stuck_after", "%s must be at least twice transfers.timeline_interval %s, or no sample is old enough to compare with", tr.StuckAfter, tr.TimelineInterval)
+		errs.AddRelated("transfers.stuck_after", "transfers.timeline_interval", "%s must be at least twice transfers.timeline_interval %s, or no sample is old enough to compare with", tr.StuckAfter, tr.TimelineInterval)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
-// Validate reports every problem at once; each error starts with the YAML
-// path of the offending key, relative to the racks section.
+// Validate reports every problem at once, as field.Errors with paths
+// relative to the racks section.
 func (p RackPolicy) Validate() error {
-	var errs []error
-	bad := func(path, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{path}, args...)...))
-	}
+	var errs field.Errors
+	bad := errs.Add
 	switch p.Handout {
 	case HandoutLocal, HandoutRandom:
 	default:
@@ -168,5 +164,5 @@ func (p RackPolicy) Validate() error {
 	if p.EscapePeers < 0 {
 		bad("escape_peers", "must not be negative, got %d", p.EscapePeers)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
