@@ -159,6 +159,8 @@ func TestConfigErrors(t *testing.T) {
 		{"two_documents.yaml", []int{2}},
 		{"merge_key.yaml", []int{1, 4}},
 		{"relative_default.yaml", []int{3}},
+		{"sentinel_and_addr.yaml", []int{4, 7}},
+		{"sentinel_incomplete.yaml", []int{4}},
 		{"several_problems.yaml", []int{7, 9, 12, 21, 22, 23, 30, 33}},
 	}
 	dir := filepath.Join("testdata", "config")

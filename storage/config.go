@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"racktracker/field"
 )
 
@@ -16,12 +18,55 @@ type Config struct {
 	Embedded EmbeddedConfig `yaml:"embedded"`
 }
 
-// RedisConfig is the external Redis the redis backend dials.
+// RedisConfig is the external Redis the redis backend dials: the
+// standalone server at Addr, or the master that Sentinel names.
 type RedisConfig struct {
-	Addr     string `yaml:"addr"`
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
-	DB       int    `yaml:"db"`
+	Addr     string         `yaml:"addr"`
+	Username string         `yaml:"username"`
+	Password string         `yaml:"password"`
+	DB       int            `yaml:"db"`
+	Sentinel SentinelConfig `yaml:"sentinel"`
+
+	// addrBesideSentinel records that the file wrote addr as well as
+	// sentinel: addr's default does not conflict with sentinel, a written
+	// addr does. Set only on that conflict, so that a valid config compares
+	// equal to one built in code.
+	addrBesideSentinel bool
+}
+
+// SentinelConfig finds the master through Redis Sentinel and follows its
+// failovers. Username and Password are the Sentinels' own credentials; the
+// master's and replicas' are RedisConfig's.
+type SentinelConfig struct {
+	Master   string   `yaml:"master"`
+	Addrs    []string `yaml:"addrs"`
+	Username string   `yaml:"username"`
+	Password string   `yaml:"password"`
+	// ReplicaReads sends the reads that may lag (scrape, the dashboard's
+	// and GET /api/transfers' lists, the metrics' totals, the racks list)
+	// to a replica Sentinel names. Announces, admin writes and the reads
+	// they depend on always go to the master.
+	ReplicaReads bool `yaml:"replica_reads"`
+}
+
+// Enabled reports whether the master is found through Sentinel.
+func (c SentinelConfig) Enabled() bool { return c.Master != "" || len(c.Addrs) > 0 }
+
+// UnmarshalYAML decodes the redis section as usual and notes whether addr
+// was written beside sentinel, so that Validate can refuse a written addr
+// without refusing addr's default.
+func (c *RedisConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain RedisConfig // without this method
+	if err := n.Decode((*plain)(c)); err != nil {
+		return err
+	}
+	c.addrBesideSentinel = false
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "addr" && n.Content[i+1].ShortTag() != "!!null" && c.Sentinel.Enabled() {
+			c.addrBesideSentinel = true
+		}
+	}
+	return nil
 }
 
 // EmbeddedConfig controls the in-process store: where and how often it
@@ -60,10 +105,29 @@ func (c Config) Validate() error {
 	default:
 		bad("backend", "unknown backend %q (want %q or %q)", c.Backend, BackendEmbedded, BackendRedis)
 	}
-	if c.Backend == BackendRedis {
+	sen := c.Redis.Sentinel
+	if c.Backend == BackendRedis && !sen.Enabled() {
 		if _, _, err := splitAddr(c.Redis.Addr); err != nil {
 			bad("redis.addr", "%v", err)
 		}
+	}
+	if sen.Enabled() {
+		if c.Redis.addrBesideSentinel {
+			bad("redis.addr", "set together with sentinel; write either addr (a standalone Redis) or sentinel.master and sentinel.addrs (a master found through Sentinel), not both")
+		}
+		if sen.Master == "" {
+			bad("redis.sentinel.master", "must name the master Sentinel monitors when sentinel.addrs is set")
+		}
+		if len(sen.Addrs) == 0 {
+			bad("redis.sentinel.addrs", "must list at least one Sentinel host:port when sentinel.master is set")
+		}
+		for i, a := range sen.Addrs {
+			if _, _, err := splitAddr(a); err != nil {
+				bad(fmt.Sprintf("redis.sentinel.addrs[%d]", i), "%v", err)
+			}
+		}
+	} else if sen.ReplicaReads {
+		bad("redis.sentinel.replica_reads", "needs sentinel.master and sentinel.addrs: replicas are found through Sentinel")
 	}
 	if c.Redis.DB < 0 {
 		bad("redis.db", "must not be negative, got %d", c.Redis.DB)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -67,9 +68,18 @@ func progress(length int64, peers int, left int64) float64 {
 }
 
 // Transfer returns the state of an active transfer; ErrNotFound otherwise.
+// It reads the master, so that it sees what was just written.
 func (s *Store) Transfer(ctx context.Context, h InfoHash) (TransferStats, error) {
+	return s.transfer(ctx, h, s.do)
+}
+
+// call is how a method reaches Redis: do (the master) or read (a replica
+// when configured).
+type call func(context.Context, time.Duration, func(context.Context, *redis.Client) error) error
+
+func (s *Store) transfer(ctx context.Context, h InfoHash, call call) (TransferStats, error) {
 	var t TransferStats
-	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+	err := call(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 		active, err := c.SIsMember(ctx, keyActiveTransfers, h.String()).Result()
 		if err != nil {
 			return err
@@ -104,7 +114,7 @@ func (s *Store) History(ctx context.Context) ([]Deactivated, error) {
 		at string
 	}
 	var runs []run
-	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+	err := s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 		hashes, err := c.SMembers(ctx, keyTransfers).Result()
 		if err != nil {
 			return err
@@ -134,7 +144,7 @@ func (s *Store) History(ctx context.Context) ([]Deactivated, error) {
 	out := make([]Deactivated, 0, len(runs))
 	for _, r := range runs {
 		var st TransferStats
-		err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+		err := s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 			var err error
 			st, err = readStats(ctx, c, archived(r.h, r.at))
 			return err
@@ -154,9 +164,10 @@ func (s *Store) History(ctx context.Context) ([]Deactivated, error) {
 	return out, nil
 }
 
-// Active lists the active transfers' states, sorted by hash.
+// Active lists the active transfers' states, sorted by hash. It may read a
+// replica (sentinel.replica_reads).
 func (s *Store) Active(ctx context.Context) ([]TransferStats, error) {
-	hashes, err := s.activeHashes(ctx)
+	hashes, err := s.activeHashes(ctx, s.read)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +177,7 @@ func (s *Store) Active(ctx context.Context) ([]TransferStats, error) {
 		if err != nil {
 			continue
 		}
-		t, err := s.Transfer(ctx, h)
+		t, err := s.transfer(ctx, h, s.read)
 		if errors.Is(err, ErrNotFound) {
 			continue // deactivated meanwhile
 		}
@@ -178,10 +189,11 @@ func (s *Store) Active(ctx context.Context) ([]TransferStats, error) {
 	return out, nil
 }
 
-// Racks returns every rack seen with its hosts, sorted.
+// Racks returns every rack seen with its hosts, sorted. It may read a
+// replica (sentinel.replica_reads).
 func (s *Store) Racks(ctx context.Context) (map[string][]string, error) {
 	out := map[string][]string{}
-	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+	err := s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 		racks, err := c.SMembers(ctx, keyRacks).Result()
 		if err != nil {
 			return err

@@ -104,6 +104,7 @@ type Store struct {
 	// swapped for a rebuilt one underneath. Calls hold it for reading.
 	gate sync.RWMutex
 	rdb  *redis.Client
+	ro   *redis.Client        // replicas, for reads that may lag; nil unless sentinel.replica_reads
 	mini *miniredis.Miniredis // nil with an external Redis
 
 	dirty  atomic.Bool // written since the last rebuild
@@ -165,30 +166,82 @@ func (s *Store) clientOptions() *redis.Options {
 }
 
 func (s *Store) newClient(o *redis.Options) *redis.Client {
-	c := redis.NewClient(o)
+	return s.hooked(redis.NewClient(o))
+}
+
+func (s *Store) hooked(c *redis.Client) *redis.Client {
 	for _, h := range s.hook {
 		c.AddHook(h)
 	}
 	return c
 }
 
+// newFailoverClient is go-redis' own Sentinel client with the options every
+// client of the store has: it asks the Sentinels for the master (or, with
+// replica, for a random replica, falling back to the master when there is
+// none) whenever it dials, and drops its connections to a demoted master
+// when a Sentinel announces +switch-master. A failover therefore costs the
+// calls that were in flight and those made until the Sentinels promote a
+// replica: they fail at once (connection refused or reset) or at their
+// deadline, and are never resent (MaxRetries -1, also on the Sentinel
+// connections). The announce script is loaded on the new master by the
+// first call there (Script.Run falls back from EVALSHA to EVAL on NOSCRIPT).
+func (s *Store) newFailoverClient(replica bool) *redis.Client {
+	r, o := s.cfg.Redis, s.clientOptions()
+	return s.hooked(redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:            r.Sentinel.Master,
+		SentinelAddrs:         r.Sentinel.Addrs,
+		SentinelUsername:      r.Sentinel.Username,
+		SentinelPassword:      r.Sentinel.Password,
+		ReplicaOnly:           replica,
+		Username:              r.Username,
+		Password:              r.Password,
+		DB:                    r.DB,
+		Protocol:              o.Protocol,
+		DisableIdentity:       o.DisableIdentity,
+		MaxRetries:            o.MaxRetries,
+		DialTimeout:           o.DialTimeout,
+		DialerRetries:         o.DialerRetries,
+		ReadTimeout:           o.ReadTimeout,
+		WriteTimeout:          o.WriteTimeout,
+		ContextTimeoutEnabled: o.ContextTimeoutEnabled,
+		PoolTimeout:           o.PoolTimeout,
+	}))
+}
+
 func (s *Store) openRedis(ctx context.Context) error {
-	o := s.clientOptions()
-	o.Addr = s.cfg.Redis.Addr
-	o.Username = s.cfg.Redis.Username
-	o.Password = s.cfg.Redis.Password
-	o.DB = s.cfg.Redis.DB
-	s.rdb = s.newClient(o)
+	r := s.cfg.Redis
+	where := "redis at " + r.Addr
+	if r.Sentinel.Enabled() {
+		where = fmt.Sprintf("redis master %q through sentinels %s", r.Sentinel.Master, strings.Join(r.Sentinel.Addrs, ","))
+		s.rdb = s.newFailoverClient(false)
+		if r.Sentinel.ReplicaReads {
+			s.ro = s.newFailoverClient(true)
+		}
+	} else {
+		o := s.clientOptions()
+		o.Addr = r.Addr
+		o.Username = r.Username
+		o.Password = r.Password
+		o.DB = r.DB
+		s.rdb = s.newClient(o)
+	}
+	closeAll := func() {
+		s.rdb.Close()
+		if s.ro != nil {
+			s.ro.Close()
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	info, err := s.rdb.Info(ctx, "server", "cluster").Result()
 	if err != nil {
-		s.rdb.Close()
-		return fmt.Errorf("redis at %s: %w", s.cfg.Redis.Addr, err)
+		closeAll()
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	if err := checkServer(info); err != nil {
-		s.rdb.Close()
-		return fmt.Errorf("redis at %s: %w", s.cfg.Redis.Addr, err)
+		closeAll()
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	return nil
 }
@@ -230,8 +283,13 @@ func (s *Store) Close(ctx context.Context) error {
 	}
 	s.gate.Lock()
 	defer s.gate.Unlock()
-	if cerr := s.rdb.Close(); cerr != nil && err == nil && !errors.Is(cerr, redis.ErrClosed) {
-		err = cerr
+	for _, c := range []*redis.Client{s.rdb, s.ro} {
+		if c == nil {
+			continue
+		}
+		if cerr := c.Close(); cerr != nil && err == nil && !errors.Is(cerr, redis.ErrClosed) {
+			err = cerr
+		}
 	}
 	if s.mini != nil {
 		s.mini.Close()
@@ -275,6 +333,27 @@ func (s *Store) do(ctx context.Context, timeout time.Duration, f func(context.Co
 		return unavailable(err)
 	}
 	return nil
+}
+
+// read runs a call that may see data a little behind the master's: on a
+// replica when sentinel.replica_reads is set, else as do. A read the replica
+// fails (it is down, resyncing, or refuses stale data) is made again on the
+// master: reads change nothing, so running one twice is harmless, and the
+// dashboard stays up while replicas come and go.
+func (s *Store) read(ctx context.Context, timeout time.Duration, f func(context.Context, *redis.Client) error) error {
+	if s.ro == nil {
+		return s.do(ctx, timeout, f)
+	}
+	err := func() error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return f(ctx, s.ro)
+	}()
+	if err == nil || ctx.Err() != nil || errors.Is(err, ErrNotFound) {
+		return unavailable(err)
+	}
+	s.log.DebugContext(ctx, "replica read failed; reading from the master", "err", err)
+	return s.do(ctx, timeout, f)
 }
 
 func unavailable(err error) error {

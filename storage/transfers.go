@@ -77,7 +77,7 @@ const expireBatch = 256
 // transfers and of expired peers.
 func (s *Store) Expire(ctx context.Context, timeout time.Duration, representatives, stall int) (Expired, error) {
 	var total Expired
-	hashes, err := s.activeHashes(ctx)
+	hashes, err := s.activeHashes(ctx, s.do)
 	if err != nil {
 		return total, err
 	}
@@ -103,9 +103,9 @@ func (s *Store) Expire(ctx context.Context, timeout time.Duration, representativ
 	return total, nil
 }
 
-func (s *Store) activeHashes(ctx context.Context) ([]string, error) {
+func (s *Store) activeHashes(ctx context.Context, call call) ([]string, error) {
 	var hashes []string
-	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+	err := call(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 		var err error
 		hashes, err = c.SMembers(ctx, keyActiveTransfers).Result()
 		return err
@@ -118,7 +118,7 @@ func (s *Store) activeHashes(ctx context.Context) ([]string, error) {
 // announce (or, never announced, whose activation) is more than timeout ago
 // by the store's clock.
 func (s *Store) Idle(ctx context.Context, timeout time.Duration) ([]InfoHash, error) {
-	hashes, err := s.activeHashes(ctx)
+	hashes, err := s.activeHashes(ctx, s.do)
 	if err != nil || len(hashes) == 0 {
 		return nil, err
 	}
@@ -169,13 +169,14 @@ type ScrapeCounts struct {
 }
 
 // Scrape returns the counts of the active transfers among hashes, in one
-// round trip; unknown and inactive hashes are left out.
+// round trip; unknown and inactive hashes are left out. It may read a
+// replica (sentinel.replica_reads).
 func (s *Store) Scrape(ctx context.Context, hashes []InfoHash) ([]ScrapeCounts, error) {
 	if len(hashes) == 0 {
 		return nil, nil
 	}
 	var out []ScrapeCounts
-	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+	err := s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 		p := c.Pipeline()
 		active := make([]*redis.BoolCmd, len(hashes))
 		counts := make([]*redis.SliceCmd, len(hashes))
@@ -243,15 +244,15 @@ type Totals struct {
 }
 
 // Totals sums the active transfers' counters: two round trips, no set read
-// beyond active_transfers.
+// beyond active_transfers. It may read a replica (sentinel.replica_reads).
 func (s *Store) Totals(ctx context.Context) (Totals, error) {
 	var t Totals
-	hashes, err := s.activeHashes(ctx)
+	hashes, err := s.activeHashes(ctx, s.read)
 	if err != nil || len(hashes) == 0 {
 		return t, err
 	}
 	t.Transfers = len(hashes)
-	err = s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+	err = s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 		p := c.Pipeline()
 		counts := make([]*redis.SliceCmd, len(hashes))
 		for i, h := range hashes {

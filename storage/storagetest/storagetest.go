@@ -29,6 +29,8 @@ type Server struct {
 	Addr string
 	bin  string
 	dir  string
+	args []string // after the defaults: a replica's replicaof, say
+	conf string   // a Sentinel's config file, instead of the defaults
 	cmd  *exec.Cmd
 	done chan struct{}
 	mu   sync.Mutex
@@ -71,8 +73,12 @@ func (s *Server) start(t testing.TB) {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(s.Addr)
 	s.done = make(chan struct{})
-	s.cmd = exec.Command(s.bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--protected-mode", "no")
+	args := []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--protected-mode", "no"}
+	if s.conf != "" {
+		args = []string{s.conf} // a Sentinel: everything is in its file, which it rewrites
+	}
+	s.cmd = exec.Command(s.bin, append(args, s.args...)...)
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
