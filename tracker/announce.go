@@ -89,7 +89,7 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		s.metrics.announce(q.Event, "storage_error")
 		s.warn.log(s.log, "announce: storage failed", "infohash", a.InfoHash.String(), "peer", a.Addr.String(), "err", err)
-		s.fail(w, clientError(failureStorage))
+		s.failStorage(w)
 		return
 	}
 	s.metrics.elections.Add(float64(sw.Elected))
@@ -225,7 +225,7 @@ func (s *Server) serveScrape(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.warn.log(s.log, "scrape: storage failed", "err", err)
 		s.metrics.reqs.scrapeFailures.Add(1)
-		s.fail(w, clientError(failureStorage))
+		s.failStorage(w)
 		return
 	}
 	files := make([]scrapeFile, len(counts))
@@ -233,6 +233,14 @@ func (s *Server) serveScrape(w http.ResponseWriter, r *http.Request) {
 		files[i] = scrapeFile{InfoHash: c.InfoHash, Complete: c.Complete, Incomplete: c.Incomplete, Downloaded: c.Downloaded}
 	}
 	writeBencode(w, appendScrape(nil, files))
+}
+
+// failStorage answers an announce or scrape while storage is away (Redis
+// restarting, or Sentinel promoting a replica): a failure reason with the
+// usual jittered interval, so that clients come back at their normal,
+// spread-out cadence instead of all at once when Redis returns.
+func (s *Server) failStorage(w http.ResponseWriter) {
+	writeBencode(w, appendFailureInterval(nil, failureStorage, s.interval(), int(s.cfg.Announce.MinInterval/time.Second)))
 }
 
 // fail answers a request the way every BitTorrent client understands: HTTP

@@ -281,6 +281,9 @@ func TestStorageOutage(t *testing.T) {
 	if resp.Failure != failureStorage {
 		t.Errorf("failure reason during outage %q, want %q", resp.Failure, failureStorage)
 	}
+	if resp.Interval < 27 || resp.Interval > 33 || resp.MinInterval != 10 {
+		t.Errorf("outage answer interval %d, min interval %d; want 30+-10%% and 10, so clients come back at their cadence", resp.Interval, resp.MinInterval)
+	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("announce during outage took %s, want at most the storage timeout", took)
 	}

@@ -97,6 +97,11 @@ func TestEncoderGolden(t *testing.T) {
 			map[string]any{"failure reason": "info_hash must be 20 bytes, got 19"},
 		},
 		{
+			"failure_interval.bencode",
+			appendFailureInterval(nil, failureStorage, 29, 10),
+			map[string]any{"failure reason": failureStorage, "interval": int64(29), "min interval": int64(10)},
+		},
+		{
 			"scrape.bencode",
 			appendScrape(nil, []scrapeFile{
 				{InfoHash: hashHigh, Complete: 1, Incomplete: 2, Downloaded: 3},
