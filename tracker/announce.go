@@ -240,6 +240,7 @@ func (s *Server) serveScrape(w http.ResponseWriter, r *http.Request) {
 // usual jittered interval, so that clients come back at their normal,
 // spread-out cadence instead of all at once when Redis returns.
 func (s *Server) failStorage(w http.ResponseWriter) {
+	s.noteFailure(w, failureStorage)
 	writeBencode(w, appendFailureInterval(nil, failureStorage, s.interval(), int(s.cfg.Announce.MinInterval/time.Second)))
 }
 
