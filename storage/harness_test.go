@@ -57,8 +57,9 @@ func newRedis(t *testing.T, hooks []redis.Hook) *env {
 func openEnv(t *testing.T, name string, cfg Config, hooks []redis.Hook) *env {
 	t.Helper()
 	c := storagetest.NewClock(epoch)
-	// Rebuild at every snapshot, so that tests exercise it.
-	opts := Options{Now: c.Now, Hooks: hooks, RebuildEvery: 1}
+	// Rebuild at every snapshot after a key was deleted, so that tests
+	// exercise it.
+	opts := Options{Now: c.Now, Hooks: hooks, RebuildAfter: -1}
 	s, err := Open(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", name, err)

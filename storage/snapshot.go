@@ -11,9 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/alicebob/miniredis/v2"
 )
 
-// The snapshot file of the embedded store, version 1:
+// The snapshot file of the embedded store, version 2:
 //
 //	magic    "racktracker snapshot\n"
 //	version  uvarint
@@ -21,20 +23,32 @@ import (
 //	         's' string: value
 //	         'S' set:    uvarint n, n members
 //	         'Z' zset:   uvarint n, n × (member, float64 score as 8 bytes big endian)
+//	         'H' hash:   uvarint n, n × (field, value)
+//	         'L' list:   uvarint n, n elements, head first
+//	         'X' stream: uvarint n, n × (entry id, uvarint m, m field and value strings), oldest first
 //	end      'E', uvarint count of records, CRC-32C of every byte before it (4 bytes big endian)
 //
 // Keys, values and members are uvarint length then bytes: values are binary
 // (peer ids, .torrent files). The checksum and the count make a torn or
 // altered file fail to load rather than load half a store.
+//
+// Version 1 is version 2 without hashes, lists and streams (the tracker
+// writes none; an operator can, through embedded.listen); it still loads.
+// What no version holds: TTLs (miniredis does not run them down by itself,
+// and the tracker sets none), HyperLogLogs (miniredis cannot read one back),
+// consumer groups of streams, and databases other than 0.
 const (
 	snapshotMagic   = "racktracker snapshot\n"
-	snapshotVersion = 1
+	snapshotVersion = 2
 )
 
 const (
 	kindString = 's'
 	kindSet    = 'S'
 	kindZSet   = 'Z'
+	kindHash   = 'H'
+	kindList   = 'L'
+	kindStream = 'X'
 	kindEnd    = 'E'
 )
 
@@ -44,9 +58,11 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 type record struct {
 	key     string
 	kind    byte
-	value   string    // kindString
-	members []string  // kindSet, kindZSet
-	scores  []float64 // kindZSet, one per member
+	value   string                  // kindString
+	members []string                // kindSet, kindZSet, kindList; kindHash: the fields
+	scores  []float64               // kindZSet, one per member
+	values  []string                // kindHash, one per field
+	entries []miniredis.StreamEntry // kindStream
 }
 
 // encodeSnapshot writes recs in the snapshot format.
@@ -65,13 +81,25 @@ func encodeSnapshot(w io.Writer, recs []record) error {
 		switch r.kind {
 		case kindString:
 			str(r.value)
-		case kindSet, kindZSet:
+		case kindSet, kindZSet, kindHash, kindList:
 			uvarint(uint64(len(r.members)))
 			for i, m := range r.members {
 				str(m)
-				if r.kind == kindZSet {
+				switch r.kind {
+				case kindZSet:
 					binary.BigEndian.PutUint64(buf[:8], math.Float64bits(r.scores[i]))
 					bw.Write(buf[:8])
+				case kindHash:
+					str(r.values[i])
+				}
+			}
+		case kindStream:
+			uvarint(uint64(len(r.entries)))
+			for _, e := range r.entries {
+				str(e.ID)
+				uvarint(uint64(len(e.Values)))
+				for _, v := range e.Values {
+					str(v)
 				}
 			}
 		default:
@@ -98,7 +126,7 @@ func decodeSnapshot(data []byte) ([]record, error) {
 	}
 	d := decoder{data: data, off: len(snapshotMagic)}
 	version := d.uvarint()
-	if d.err == nil && version != snapshotVersion {
+	if d.err == nil && version != 1 && version != snapshotVersion {
 		if version > snapshotVersion {
 			return nil, fmt.Errorf("snapshot format version %d is newer than this racktracker reads (%d)", version, snapshotVersion)
 		}
@@ -135,13 +163,32 @@ func decodeSnapshot(data []byte) ([]record, error) {
 		switch kind {
 		case kindString:
 			r.value = d.str()
-		case kindSet, kindZSet:
+		case kindSet, kindZSet, kindHash, kindList:
+			if version < 2 && (kind == kindHash || kind == kindList) {
+				return nil, fmt.Errorf("bad record kind 0x%02x at byte %d (not in version %d)", kind, at, version)
+			}
 			n := d.count()
 			for i := uint64(0); i < n && d.err == nil; i++ {
 				r.members = append(r.members, d.str())
-				if kind == kindZSet {
+				switch kind {
+				case kindZSet:
 					r.scores = append(r.scores, d.float())
+				case kindHash:
+					r.values = append(r.values, d.str())
 				}
+			}
+		case kindStream:
+			if version < 2 {
+				return nil, fmt.Errorf("bad record kind 0x%02x at byte %d (not in version %d)", kind, at, version)
+			}
+			n := d.count()
+			for i := uint64(0); i < n && d.err == nil; i++ {
+				e := miniredis.StreamEntry{ID: d.str()}
+				m := d.count()
+				for j := uint64(0); j < m && d.err == nil; j++ {
+					e.Values = append(e.Values, d.str())
+				}
+				r.entries = append(r.entries, e)
 			}
 		default:
 			return nil, fmt.Errorf("bad record kind 0x%02x at byte %d", kind, at)

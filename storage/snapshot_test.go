@@ -29,16 +29,121 @@ import (
 // storeClient is the store's current client. The embedded store makes a
 // new one each time a snapshot rebuilds it, so env.raw goes stale then.
 func storeClient(s *Store) *redis.Client {
-	s.gate.RLock()
-	defer s.gate.RUnlock()
+	s.gate.rlock(context.Background())
+	defer s.gate.runlock()
 	return s.rdb
 }
 
 // miniOf is the store's current in-process Redis.
 func miniOf(s *Store) *miniredis.Miniredis {
-	s.gate.RLock()
-	defer s.gate.RUnlock()
+	s.gate.rlock(context.Background())
+	defer s.gate.runlock()
 	return s.mini
+}
+
+// dumpRESP reads every key of a store through RESP, in canonical order:
+// what a snapshot of that store holds, read the way any Redis can be.
+func dumpRESP(t testing.TB, c *redis.Client) []record {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatalf("KEYS: %v", err)
+	}
+	var recs []record
+	for _, k := range keys {
+		r := record{key: k}
+		var err error
+		switch typ := c.Type(ctx, k).Val(); typ {
+		case "string":
+			r.kind = kindString
+			r.value, err = c.Get(ctx, k).Result()
+		case "set":
+			r.kind = kindSet
+			r.members, err = c.SMembers(ctx, k).Result()
+		case "zset":
+			r.kind = kindZSet
+			var zs []redis.Z
+			zs, err = c.ZRangeWithScores(ctx, k, 0, -1).Result()
+			for _, z := range zs {
+				r.members = append(r.members, z.Member.(string))
+				r.scores = append(r.scores, z.Score)
+			}
+		case "hash":
+			r.kind = kindHash
+			var h map[string]string
+			h, err = c.HGetAll(ctx, k).Result()
+			for f, v := range h {
+				r.members = append(r.members, f)
+				r.values = append(r.values, v)
+			}
+		case "list":
+			r.kind = kindList
+			r.members, err = c.LRange(ctx, k, 0, -1).Result()
+		case "stream":
+			r.kind = kindStream
+			// Raw, since go-redis' XRange hands fields back as a map,
+			// which loses their order.
+			var xs []any
+			xs, err = c.Do(ctx, "XRANGE", k, "-", "+").Slice()
+			for _, x := range xs {
+				x := x.([]any)
+				e := miniredis.StreamEntry{ID: x[0].(string)}
+				for _, v := range x[1].([]any) {
+					e.Values = append(e.Values, v.(string))
+				}
+				r.entries = append(r.entries, e)
+			}
+		default:
+			t.Fatalf("key %q has type %s", k, typ)
+		}
+		if err != nil {
+			t.Fatalf("read %q: %v", k, err)
+		}
+		recs = append(recs, r)
+	}
+	canonical(recs)
+	return recs
+}
+
+// restoreRESP writes recs into an empty Redis through RESP.
+func restoreRESP(t testing.TB, c *redis.Client, recs []record) {
+	t.Helper()
+	ctx := context.Background()
+	p := c.Pipeline()
+	for _, r := range recs {
+		switch r.kind {
+		case kindString:
+			p.Set(ctx, r.key, r.value, 0)
+		case kindSet:
+			p.SAdd(ctx, r.key, toAny(r.members)...)
+		case kindZSet:
+			for i, m := range r.members {
+				p.ZAdd(ctx, r.key, redis.Z{Score: r.scores[i], Member: m})
+			}
+		case kindHash:
+			for i, f := range r.members {
+				p.HSet(ctx, r.key, f, r.values[i])
+			}
+		case kindList:
+			p.RPush(ctx, r.key, toAny(r.members)...)
+		case kindStream:
+			for _, e := range r.entries {
+				p.XAdd(ctx, &redis.XAddArgs{Stream: r.key, ID: e.ID, Values: toAny(e.Values)})
+			}
+		}
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatalf("restore through RESP: %v", err)
+	}
+}
+
+func toAny(ss []string) []any {
+	a := make([]any, len(ss))
+	for i, s := range ss {
+		a[i] = s
+	}
+	return a
 }
 
 // torrentBytes is a registered transfer's .torrent: binary, as real
@@ -121,6 +226,11 @@ func populate(t *testing.T, e *env) {
 		redis.Z{Score: -1e300, Member: "-huge"}, redis.Z{Score: 5e-324, Member: "tiny"},
 		redis.Z{Score: math.Inf(1), Member: "inf"}, redis.Z{Score: math.Inf(-1), Member: "-inf"},
 		redis.Z{Score: 0, Member: ""}, redis.Z{Score: 1 << 53, Member: "2^53"})
+	// Types the tracker never writes, but an operator may.
+	p.HSet(ctx, "operator:hash", "b", "2", "a", "\x00\xff", "", "empty field")
+	p.RPush(ctx, "operator:list", "z", "a", "", "a", "\xff")
+	p.XAdd(ctx, &redis.XAddArgs{Stream: "operator:stream", ID: "1-1", Values: []any{"z", "1", "a", "\x00"}})
+	p.XAdd(ctx, &redis.XAddArgs{Stream: "operator:stream", ID: "5-0", Values: []any{"k", ""}})
 	if _, err := p.Exec(ctx); err != nil {
 		t.Fatalf("operator writes: %v", err)
 	}
@@ -158,17 +268,8 @@ func diffRecords(got, want []record) string {
 		return fmt.Sprintf("%d records, want %d", len(got), len(want))
 	}
 	for i := range got {
-		g, w := got[i], want[i]
-		same := g.key == w.key && g.kind == w.kind && g.value == w.value &&
-			len(g.members) == len(w.members) && len(g.scores) == len(w.scores)
-		for j := 0; same && j < len(g.members); j++ {
-			same = g.members[j] == w.members[j]
-		}
-		for j := 0; same && j < len(g.scores); j++ {
-			same = math.Float64bits(g.scores[j]) == math.Float64bits(w.scores[j])
-		}
-		if !same {
-			return fmt.Sprintf("record %d = %+v, want %+v", i, g, w)
+		if !sameRecord(got[i], want[i]) {
+			return fmt.Sprintf("record %d = %+v, want %+v", i, got[i], want[i])
 		}
 	}
 	return ""
@@ -266,17 +367,11 @@ func TestSnapshotMatchesRedis(t *testing.T) {
 	if err := red.raw.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := restore(ctx, red.raw, recs); err != nil {
-		t.Fatalf("restore into redis-server: %v", err)
-	}
+	restoreRESP(t, red.raw, recs)
 	if d := diffKeyspace(keyspace(t, red.raw), want); d != "" {
 		t.Errorf("redis-server keyspace after restoring the snapshot differs:\n%s", d)
 	}
-	got, err := dump(ctx, red.raw)
-	if err != nil {
-		t.Fatalf("dump of redis-server: %v", err)
-	}
-	if d := diffRecords(got, recs); d != "" {
+	if d := diffRecords(dumpRESP(t, red.raw), recs); d != "" {
 		t.Errorf("dump of redis-server: %s", d)
 	}
 }
@@ -290,6 +385,10 @@ func sampleRecords() []record {
 		{kind: kindSet, key: "set", members: []string{"", "\x00", "a", "\xff"}},
 		{kind: kindZSet, key: "z", members: []string{"a", "b", "c", "d", "e", "f", "g", "h"},
 			scores: []float64{math.Inf(-1), -math.MaxFloat64, -1.5, math.Copysign(0, -1), 0, 5e-324, 1e300, math.Inf(1)}},
+		{kind: kindHash, key: "zh", members: []string{"", "f", "\xff"}, values: []string{"empty field", "", "\x00"}},
+		{kind: kindList, key: "zl", members: []string{"b", "a", "", "a"}},
+		{kind: kindStream, key: "zx", entries: []miniredis.StreamEntry{
+			{ID: "1-1", Values: []string{"z", "1", "a", "\x00"}}, {ID: "2-0", Values: []string{"k", ""}}}},
 	}
 }
 
@@ -335,20 +434,61 @@ func TestEncodeDecode(t *testing.T) {
 	}
 }
 
-// TestSnapshotFormatV1 pins the bytes of version 1, so that a change to the
-// format is a deliberate new version, not an accident that old files
-// cannot follow.
+// TestSnapshotFormatV1: a file of version 1, as earlier releases wrote it,
+// still loads.
 func TestSnapshotFormatV1(t *testing.T) {
 	body := "racktracker snapshot\n\x01" +
 		"s\x01k\x02v\x00" +
 		"S\x01s\x02\x00\x01a" +
 		"Z\x01z\x01\x01m\xbf\xf8\x00\x00\x00\x00\x00\x00" + // -1.5
 		"E\x03"
+	data := binary.BigEndian.AppendUint32([]byte(body), crc32.Checksum([]byte(body), crc32.MakeTable(crc32.Castagnoli)))
+	want := []record{
+		{kind: kindString, key: "k", value: "v\x00"},
+		{kind: kindSet, key: "s", members: []string{"", "a"}},
+		{kind: kindZSet, key: "z", members: []string{"m"}, scores: []float64{-1.5}},
+	}
+	got, err := decodeSnapshot(data)
+	if err != nil {
+		t.Fatalf("decodeSnapshot(version 1) error = %v, want nil", err)
+	}
+	if d := diffRecords(got, want); d != "" {
+		t.Errorf("decodeSnapshot(version 1): %s", d)
+	}
+
+	// And it restores into a store that takes announces.
+	cfg := DefaultConfig()
+	cfg.Embedded.SnapshotPath = filepath.Join(t.TempDir(), "tracker.snapshot")
+	if err := os.WriteFile(cfg.Embedded.SnapshotPath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := openEnv(t, "version 1", cfg, nil)
+	if d := diffRecords(dumpRESP(t, storeClient(e.store)), want); d != "" {
+		t.Errorf("store restored from version 1: %s", d)
+	}
+	mustAnnounce(t, e.store, ann(hash(0x01), "10.0.0.1:1", "r1", EventStarted, 1))
+}
+
+// TestSnapshotFormatV2 pins the bytes of version 2, so that a change to the
+// format is a deliberate new version, not an accident that old files
+// cannot follow.
+func TestSnapshotFormatV2(t *testing.T) {
+	body := "racktracker snapshot\n\x02" +
+		"s\x01k\x02v\x00" +
+		"S\x01s\x02\x00\x01a" +
+		"Z\x01z\x01\x01m\xbf\xf8\x00\x00\x00\x00\x00\x00" + // -1.5
+		"H\x01h\x02\x00\x01e\x01f\x01v" +
+		"L\x01l\x03\x01b\x01a\x00" +
+		"X\x01x\x02\x031-1\x02\x01f\x01v\x032-0\x00" +
+		"E\x06"
 	want := binary.BigEndian.AppendUint32([]byte(body), crc32.Checksum([]byte(body), crc32.MakeTable(crc32.Castagnoli)))
 	got := encodeRecords(t, []record{
 		{kind: kindString, key: "k", value: "v\x00"},
 		{kind: kindSet, key: "s", members: []string{"", "a"}},
 		{kind: kindZSet, key: "z", members: []string{"m"}, scores: []float64{-1.5}},
+		{kind: kindHash, key: "h", members: []string{"", "f"}, values: []string{"e", "v"}},
+		{kind: kindList, key: "l", members: []string{"b", "a", ""}},
+		{kind: kindStream, key: "x", entries: []miniredis.StreamEntry{{ID: "1-1", Values: []string{"f", "v"}}, {ID: "2-0"}}},
 	})
 	if !bytes.Equal(got, want) {
 		t.Errorf("encodeSnapshot = %q\nwant             %q", got, want)
@@ -540,7 +680,8 @@ func TestOpenRefusesBadSnapshot(t *testing.T) {
 			b[bytes.Index(b, []byte("payload.img"))] ^= 0x20
 			return b
 		}(), "checksum mismatch"},
-		{"newer version", append([]byte(snapshotMagic), 0x02, 's', 0x01, 'k', 0x01, 'v'), "version 2 is newer than this racktracker reads (1)"},
+		{"newer version", append([]byte(snapshotMagic), 0x03, 's', 0x01, 'k', 0x01, 'v'), "version 3 is newer than this racktracker reads (2)"},
+		{"hash in version 1", withSum(snapshotMagic + "\x01H\x01k\x00E\x01"), fmt.Sprintf("bad record kind 0x48 at byte %d (not in version 1)", hdr+1)},
 		{"version 0", append([]byte(snapshotMagic), 0x00), "unknown snapshot format version 0"},
 		{"trailing data", append(slices.Clone(valid), '\n'), "1 bytes of trailing data"},
 		{"unknown record kind", withSum(snapshotMagic + "\x01h\x01k\x00E\x01"), fmt.Sprintf("bad record kind 0x68 at byte %d", hdr+1)},
@@ -616,8 +757,8 @@ func TestSnapshotRebuild(t *testing.T) {
 		t.Errorf("keyspace after the rebuild differs:\n%s", d)
 	}
 	written := mustReadFile(t, e.cfg.Embedded.SnapshotPath)
-	if recs, err := dump(ctx, storeClient(s)); err != nil || !bytes.Equal(encodeRecords(t, recs), written) {
-		t.Errorf("snapshot file differs from the rebuilt store (dump error %v)", err)
+	if recs := dumpRESP(t, storeClient(s)); !bytes.Equal(encodeRecords(t, recs), written) {
+		t.Errorf("snapshot file differs from the rebuilt store")
 	}
 
 	rebuilt := miniOf(s)
@@ -631,13 +772,25 @@ func TestSnapshotRebuild(t *testing.T) {
 		t.Errorf("Snapshot with no write since the last one wrote a different file")
 	}
 
-	// The rebuilt store takes writes, and the next snapshot rebuilds again.
-	mustAnnounce(t, s, ann(h, "10.9.0.2:1", "r1", EventStarted, 100))
+	// The rebuilt store takes writes; ones that only add keys leave no
+	// dead name behind and no rebuild is due; a deactivation renames
+	// keys, so the old names are dead, and one is.
+	a := ann(h, "10.9.0.2:1", "r1", EventStarted, 100)
+	mustAnnounce(t, s, a)
+	if err := s.Snapshot(ctx); err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	if miniOf(s) != rebuilt {
+		t.Errorf("Snapshot after an announce that only added keys rebuilt the store")
+	}
+	if _, err := s.Deactivate(ctx, h); err != nil {
+		t.Fatalf("Deactivate: %v", err)
+	}
 	if err := s.Snapshot(ctx); err != nil {
 		t.Fatalf("Snapshot: %v", err)
 	}
 	if miniOf(s) == rebuilt {
-		t.Errorf("Snapshot after an announce kept the same miniredis, want a rebuilt one")
+		t.Errorf("Snapshot after a deactivation kept the same miniredis, want a rebuilt one")
 	}
 }
 
@@ -710,6 +863,7 @@ func TestEmbeddedListen(t *testing.T) {
 	s, h := e.store, hash(0x6b)
 	mustAnnounce(t, s, ann(h, "10.0.0.1:1", "r1", EventStarted, 100))
 	mustAnnounce(t, s, ann(h, "[fd00::2]:2", "r2", EventStarted, 100))
+	mustAnnounce(t, s, ann(h, "[fd00::2]:2", "r2", EventStopped, 100)) // deletes keys: a rebuild is due
 
 	ext := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true})
 	t.Cleanup(func() { ext.Close() })
@@ -872,7 +1026,18 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add(valid[:len(valid)/2])
 	f.Add(valid[:len(valid)-4])
 	// A version this reader does not know.
-	f.Add(append([]byte(snapshotMagic), 0x02))
+	f.Add(append([]byte(snapshotMagic), 0x03))
+	// Version 1, which still loads, and a hash in version 1, which is refused.
+	f.Add(withChecksum([]byte(snapshotMagic + "\x01s\x01k\x01vS\x01s\x01\x01aE\x02....")))
+	f.Add(withChecksum([]byte(snapshotMagic + "\x01H\x01h\x01\x01f\x01vE\x01....")))
+	// Each kind of version 2 alone, so that mutations start from each.
+	for _, r := range sampleRecords() {
+		f.Add(encodeRecords(f, []record{r}))
+	}
+	// A stream entry claiming a billion values, and a hash whose last
+	// value is cut off.
+	f.Add(withChecksum([]byte(snapshotMagic + "\x02X\x01x\x01\x031-1\x80\x94\xeb\xdc\x03\x01fE\x01....")))
+	f.Add(withChecksum([]byte(snapshotMagic + "\x02H\x01h\x02\x01f\x01v\x01gE\x01....")))
 	// A count of a billion members in a few bytes: must not be allocated.
 	f.Add(withChecksum([]byte(snapshotMagic + "\x01S\x01s\x80\x94\xeb\xdc\x03\x01aE\x01....")))
 	// A length of 2^63 and an overlong varint.
@@ -903,9 +1068,15 @@ func checkDecode(t *testing.T, data []byte) {
 	}
 	held := 0
 	for _, r := range recs {
-		held += len(r.key) + len(r.value) + len(r.members)
-		for _, m := range r.members {
+		held += len(r.key) + len(r.value) + len(r.members) + len(r.values) + len(r.entries)
+		for _, m := range slices.Concat(r.members, r.values) {
 			held += len(m)
+		}
+		for _, e := range r.entries {
+			held += len(e.ID) + len(e.Values)
+			for _, v := range e.Values {
+				held += len(v)
+			}
 		}
 	}
 	if held > len(data) {
@@ -921,5 +1092,330 @@ func checkDecode(t *testing.T, data []byte) {
 	}
 	if !bytes.Equal(encodeRecords(t, again), enc) {
 		t.Fatalf("encodeSnapshot is not a fixpoint on decodeSnapshot(%q)", data)
+	}
+}
+
+// TestMiniLayout: the fast copy reads miniredis' layout (a miniredis
+// upgrade that changes it fails here, and snapshots fall back to the slow
+// copy), and it copies the same records as miniredis' exported calls and
+// as RESP, every type included.
+func TestMiniLayout(t *testing.T) {
+	if _, ok := miniLayout(); !ok {
+		t.Fatal("miniredis' structs are not the layout minidb.go reads: check it against the new miniredis and update miniView")
+	}
+	e := newEmbedded(t, nil)
+	populate(t, e)
+	m := miniOf(e.store)
+	fast, ok := copyMini(m)
+	if !ok {
+		t.Fatal("copyMini: layout not ok")
+	}
+	slow, err := copyMiniSlow(m)
+	if err != nil {
+		t.Fatalf("copyMiniSlow: %v", err)
+	}
+	if d := diffRecords(fast.recs, slow.recs); d != "" {
+		t.Errorf("fast copy differs from the slow one: %s", d)
+	}
+	if d := diffRecords(fast.recs, dumpRESP(t, storeClient(e.store))); d != "" {
+		t.Errorf("fast copy differs from what RESP reads: %s", d)
+	}
+	kinds := map[byte]bool{}
+	for _, r := range fast.recs {
+		kinds[r.kind] = true
+	}
+	for _, k := range []byte{kindString, kindSet, kindZSet, kindHash, kindList, kindStream} {
+		if !kinds[k] {
+			t.Errorf("populated store holds no record of kind %q: the comparison misses it", k)
+		}
+	}
+}
+
+// TestDeadKeyNamesMeasured: the copy counts exactly the names of deleted
+// keys miniredis keeps, and a rebuilt store keeps none.
+func TestDeadKeyNamesMeasured(t *testing.T) {
+	ctx := context.Background()
+	e := newEmbedded(t, nil)
+	c := storeClient(e.store)
+	p := c.TxPipeline()
+	for i := range 300 {
+		p.Set(ctx, fmt.Sprint("live:", i), "v", 0)
+	}
+	for i := range 700 {
+		p.SAdd(ctx, fmt.Sprint("gone:", i), "m")
+		p.Del(ctx, fmt.Sprint("gone:", i))
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cp, ok := copyMini(miniOf(e.store))
+	if !ok || cp.dead != 700 || len(cp.recs) != 300 {
+		t.Fatalf("copyMini = %d keys, %d dead names (ok %v), want 300 and 700", len(cp.recs), cp.dead, ok)
+	}
+	if err := e.store.Snapshot(ctx); err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	if st := e.store.SnapshotStatus(); st.Rebuilds != 1 || st.Keys != 300 || st.DeadKeyNames != 700 {
+		t.Errorf("SnapshotStatus = %+v, want 1 rebuild, 300 keys, 700 dead names", st)
+	}
+	if cp, _ := copyMini(miniOf(e.store)); cp.dead != 0 || len(cp.recs) != 300 {
+		t.Errorf("after the rebuild: %d keys, %d dead names, want 300 and none", len(cp.recs), cp.dead)
+	}
+}
+
+// TestRebuildPolicy: a snapshot rebuilds the store only when the dead key
+// names outnumber both the live keys and the floor.
+func TestRebuildPolicy(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name              string
+		after, live, dead int
+		want              bool
+	}{
+		{"no churn", 100, 500, 0, false},
+		{"fewer dead than live", 100, 500, 400, false},
+		{"more dead than live", 100, 500, 600, true},
+		{"more dead than live, under the floor", 1000, 500, 600, false},
+		{"over the floor, fewer than live", 100, 5000, 600, false},
+		{"tests: any dead name", -1, 500, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Embedded.SnapshotPath = filepath.Join(t.TempDir(), "s")
+			e := openEnvOpts(t, cfg, Options{RebuildAfter: tc.after})
+			c := storeClient(e.store)
+			p := c.TxPipeline()
+			for i := range tc.live {
+				p.Set(ctx, fmt.Sprint("live:", i), "v", 0)
+			}
+			for i := range tc.dead {
+				p.Set(ctx, fmt.Sprint("gone:", i), "v", 0)
+				p.Del(ctx, fmt.Sprint("gone:", i))
+			}
+			if _, err := p.Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			old := miniOf(e.store)
+			if err := e.store.Snapshot(ctx); err != nil {
+				t.Fatalf("Snapshot: %v", err)
+			}
+			if got := miniOf(e.store) != old; got != tc.want {
+				t.Errorf("rebuilt = %v, want %v", got, tc.want)
+			}
+			if d := keyspace(t, storeClient(e.store)); len(d) != tc.live {
+				t.Errorf("store holds %d keys after the snapshot, want %d", len(d), tc.live)
+			}
+		})
+	}
+}
+
+func openEnvOpts(t *testing.T, cfg Config, opts Options) *env {
+	t.Helper()
+	s, err := Open(context.Background(), cfg, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return &env{store: s, cfg: cfg, opts: opts}
+}
+
+// TestSnapshotDoesNotWaitForCalls: a snapshot copies the store without the
+// gate, so a call that holds it (a slow one, say) does not hold the
+// snapshot up, nor does the snapshot hold up calls that come after it.
+func TestSnapshotDoesNotWaitForCalls(t *testing.T) {
+	e := newEmbedded(t, nil)
+	mustAnnounce(t, e.store, ann(hash(0x01), "10.0.0.1:1", "r1", EventStarted, 1))
+	if err := e.store.gate.rlock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.store.Snapshot(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Snapshot: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("Snapshot waited for a call that held the gate")
+		e.store.gate.runlock()
+		<-done
+		return
+	}
+	e.store.gate.runlock()
+}
+
+// TestSnapshotStatus: a snapshot that keeps failing says why and since
+// when, counts the failures and keeps the time of the last good one; the
+// next good snapshot clears it. The failure is made the way a root process
+// meets one too: the snapshot's name is taken by a directory.
+func TestSnapshotStatus(t *testing.T) {
+	ctx := context.Background()
+	e := newEmbedded(t, nil)
+	s, path := e.store, e.cfg.Embedded.SnapshotPath
+	st := s.SnapshotStatus()
+	if !st.Embedded || st.Degraded() || st.LastSuccess.IsZero() || st.Path != path {
+		t.Fatalf("SnapshotStatus after Open = %+v, want embedded, healthy, a last success and the path", st)
+	}
+	if err := s.Snapshot(ctx); err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	good := s.SnapshotStatus().LastSuccess
+	mustAnnounce(t, s, ann(hash(0x01), "10.0.0.1:1", "r1", EventStarted, 1))
+
+	os.Remove(path)
+	if err := os.MkdirAll(filepath.Join(path, "in the way"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		err := s.Snapshot(ctx)
+		if err == nil {
+			t.Fatalf("Snapshot %d with a directory in the way: error = nil, want one", i)
+		}
+		st := s.SnapshotStatus()
+		if !st.Degraded() || st.Failures != uint64(i) || !strings.Contains(st.LastError, path) ||
+			!st.LastSuccess.Equal(good) || st.FailingSince.Before(good) {
+			t.Errorf("SnapshotStatus after %d failures = %+v, want degraded, %d failures, the path in the error, last success %v", i, st, i, good)
+		}
+	}
+	first := s.SnapshotStatus().FailingSince
+	if err := os.RemoveAll(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Snapshot(ctx); err != nil {
+		t.Fatalf("Snapshot after the way is clear: %v", err)
+	}
+	st = s.SnapshotStatus()
+	if st.Degraded() || st.Failures != 3 || !st.LastSuccess.After(first) || !st.FailingSince.IsZero() {
+		t.Errorf("SnapshotStatus after recovering = %+v, want healthy, 3 failures counted, a newer success", st)
+	}
+	if st.Keys == 0 {
+		t.Errorf("SnapshotStatus.Keys = 0, want the store's keys")
+	}
+}
+
+// TestOpenRefusesUnwritableDirectory: a snapshot directory that would
+// refuse every snapshot stops Open with a message that says so and how to
+// fix it.
+func TestOpenRefusesUnwritableDirectory(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		path func(t *testing.T) string
+		root bool // whether the case holds for root, who ignores permissions
+	}{
+		{"permissions", func(t *testing.T) string {
+			dir := filepath.Join(t.TempDir(), "ro")
+			if err := os.Mkdir(dir, 0o555); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(dir, "tracker.snapshot")
+		}, false},
+		{"name too long for its temporary file", func(t *testing.T) string {
+			return filepath.Join(t.TempDir(), strings.Repeat("s", 250))
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.root && os.Geteuid() == 0 {
+				t.Skip("root writes whatever the permissions")
+			}
+			cfg := DefaultConfig()
+			cfg.Embedded.SnapshotPath = tc.path(t)
+			s, err := Open(context.Background(), cfg, Options{})
+			if err == nil {
+				s.Close(context.Background())
+				t.Fatalf("Open(%s) error = nil, want one", tc.name)
+			}
+			for _, frag := range []string{"snapshot directory", filepath.Dir(cfg.Embedded.SnapshotPath), "not writable", "snapshot_path"} {
+				if !strings.Contains(err.Error(), frag) {
+					t.Errorf("Open(%s) error = %v, want %q in it", tc.name, err, frag)
+				}
+			}
+		})
+	}
+}
+
+// TestSnapshotLeavesOutHLL: a key of a type miniredis cannot read back (a
+// HyperLogLog) is left out of the snapshot, which still holds the rest.
+func TestSnapshotLeavesOutHLL(t *testing.T) {
+	ctx := context.Background()
+	e := newEmbedded(t, nil)
+	c := storeClient(e.store)
+	if err := c.PFAdd(ctx, "operator:hll", "a", "b").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.HSet(ctx, "operator:hash", "f", "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Snapshot(ctx); err != nil {
+		t.Fatalf("Snapshot with a HyperLogLog: %v", err)
+	}
+	recs, _, err := readSnapshot(e.cfg.Embedded.SnapshotPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []record{{kind: kindHash, key: "operator:hash", members: []string{"f"}, values: []string{"v"}}}
+	if d := diffRecords(recs, want); d != "" {
+		t.Errorf("snapshot: %s", d)
+	}
+}
+
+// TestRebuildKeepsListenersOnWholeStore: while snapshots rebuild the store,
+// a client on embedded.listen never sees an empty or partial store, and
+// writes made through the store during a rebuild are in the new one.
+func TestRebuildKeepsListenersOnWholeStore(t *testing.T) {
+	ctx := context.Background()
+	addr := freeAddr(t)
+	e := newEmbedded(t, func(c *Config) { c.Embedded.Listen = addr })
+	const live = 20_000
+	p := storeClient(e.store).Pipeline()
+	for i := range live {
+		p.Set(ctx, fmt.Sprint("live:", i), "v", 0)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	ext := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true})
+	t.Cleanup(func() { ext.Close() })
+	var stop atomic.Bool
+	var reads, partial atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for !stop.Load() {
+			n, err := ext.DBSize(ctx).Result()
+			if err != nil {
+				continue // the old instance closed this connection: reconnect
+			}
+			reads.Add(1)
+			if n < live {
+				partial.Add(1)
+			}
+		}
+	})
+	defer func() { stop.Store(true); wg.Wait() }()
+
+	for round := range 3 {
+		// Churn names that are gone again in the same transaction, so that
+		// the store holds live keys and more at every moment.
+		tx := storeClient(e.store).TxPipeline()
+		for i := range 200 {
+			k := fmt.Sprint("gone:", round, ":", i)
+			tx.Set(ctx, k, "v", 0)
+			tx.Del(ctx, k)
+		}
+		if _, err := tx.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		before := reads.Load()
+		old := miniOf(e.store)
+		if err := e.store.Snapshot(ctx); err != nil {
+			t.Fatalf("Snapshot: %v", err)
+		}
+		if miniOf(e.store) == old {
+			t.Fatalf("round %d: no rebuild", round)
+		}
+		waitFor(t, 10*time.Second, "reads on the rebuilt store", func() bool { return reads.Load() > before+10 })
+	}
+	if n := partial.Load(); n > 0 {
+		t.Errorf("%d of %d reads on %s during rebuilds saw fewer than %d keys", n, reads.Load(), addr, live)
 	}
 }

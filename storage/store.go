@@ -81,15 +81,12 @@ type Options struct {
 	// Hooks are added to every Redis client the store makes (the embedded
 	// backend makes a new one each time it rebuilds its store).
 	Hooks []redis.Hook
-	// RebuildEvery is how many snapshots the embedded store takes between
-	// rebuilds (see Snapshot); defaultRebuildEvery when zero.
-	RebuildEvery int
+	// RebuildAfter is how many names of deleted keys the embedded store
+	// keeps at least before a snapshot rebuilds it (see rebuildDue);
+	// defaultRebuildAfter when zero. Negative: any dead name is enough
+	// (tests).
+	RebuildAfter int
 }
-
-// defaultRebuildEvery spreads the cost of a rebuild, which holds the store
-// while it copies it, over several snapshot intervals: with the default
-// interval the bookkeeping of deleted keys lives five minutes at most.
-const defaultRebuildEvery = 10
 
 // Store is the tracker's state in Redis, behind the key layout of keys.go.
 // Both backends share every line of it except how the client dials.
@@ -99,22 +96,16 @@ type Store struct {
 	now  func() time.Time
 	hook []redis.Hook
 
-	// gate lets every call share the store while a snapshot holds it alone,
-	// so that a snapshot is one point in time and the embedded store can be
-	// swapped for a rebuilt one underneath. Calls hold it for reading.
-	gate sync.RWMutex
+	// gate lets every call share the store while the embedded store is
+	// swapped for a rebuilt one underneath, which holds it alone.
+	gate gate
 	rdb  *redis.Client
 	ro   *redis.Client        // replicas, for reads that may lag; nil unless sentinel.replica_reads
 	mini *miniredis.Miniredis // nil with an external Redis
+	emb  embeddedState
 
 	dirty  atomic.Bool // written since the last rebuild
 	closed atomic.Bool
-
-	// snapMu makes snapshots one at a time, so that the file on disk is
-	// always the latest dump; sinceRebuild counts them (under snapMu).
-	snapMu       sync.Mutex
-	sinceRebuild int
-	rebuildEvery int
 }
 
 // Open connects to the configured backend. With the embedded backend it
@@ -130,15 +121,11 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{s.log}) })
-	s.rebuildEvery = opts.RebuildEvery
-	if s.rebuildEvery <= 0 {
-		s.rebuildEvery = defaultRebuildEvery
-	}
 	var err error
 	if cfg.Backend == BackendRedis {
 		err = s.openRedis(ctx)
 	} else {
-		err = s.openEmbedded(ctx)
+		err = s.openEmbedded(opts)
 	}
 	if err != nil {
 		return nil, err
@@ -280,9 +267,10 @@ func (s *Store) Close(ctx context.Context) error {
 	var err error
 	if s.mini != nil {
 		err = s.snapshot(ctx, false)
+		s.closeEmbedded()
 	}
-	s.gate.Lock()
-	defer s.gate.Unlock()
+	s.gate.lock()
+	defer s.gate.unlock()
 	for _, c := range []*redis.Client{s.rdb, s.ro} {
 		if c == nil {
 			continue
@@ -327,8 +315,12 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) do(ctx context.Context, timeout time.Duration, f func(context.Context, *redis.Client) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	s.gate.RLock()
-	defer s.gate.RUnlock()
+	// A call that cannot have the gate by its deadline (a rebuild holds it)
+	// fails as any other the store could not answer in time.
+	if err := s.gate.rlock(ctx); err != nil {
+		return unavailable(err)
+	}
+	defer s.gate.runlock()
 	if err := f(ctx, s.rdb); err != nil {
 		return unavailable(err)
 	}

@@ -467,32 +467,3 @@ func TestCheckServer(t *testing.T) {
 		}
 	}
 }
-
-// TestRebuildEvery: the embedded store is rebuilt every RebuildEvery
-// snapshots, and only when it was written since the last rebuild.
-func TestRebuildEvery(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Embedded.SnapshotPath = t.TempDir() + "/s"
-	s, err := Open(context.Background(), cfg, Options{RebuildEvery: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
-	mustAnnounce(t, s, ann(hash(0x88), "10.0.0.1:1", "r1", EventStarted, 100))
-	first := s.mini
-	for i := 1; i <= 3; i++ {
-		if err := s.Snapshot(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if rebuilt := s.mini != first; rebuilt != (i == 3) {
-			t.Errorf("snapshot %d: rebuilt %v, want %v", i, rebuilt, i == 3)
-		}
-	}
-	second := s.mini
-	for range 3 {
-		s.Snapshot(context.Background())
-	}
-	if s.mini != second {
-		t.Errorf("rebuilt without a write since the last rebuild")
-	}
-}
