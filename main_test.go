@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,25 +25,7 @@ type started struct {
 	base   string // http://127.0.0.1:PORT
 	cancel context.CancelFunc
 	done   chan error
-	stderr *syncBuffer
-}
-
-// syncBuffer is the program's stderr, read by the test while it runs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	stderr *storagetest.Buffer // the program's log, read while it runs
 }
 
 // start runs the program with args until the test stops it, and waits for
@@ -53,7 +34,7 @@ func start(t *testing.T, args ...string) *started {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	s := &started{cancel: cancel, done: make(chan error, 1), stderr: &syncBuffer{}}
+	s := &started{cancel: cancel, done: make(chan error, 1), stderr: &storagetest.Buffer{}}
 	go func() {
 		err := run(ctx, args, pw, s.stderr)
 		pw.Close()
@@ -240,26 +221,20 @@ func TestReloadRacks(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for rackNow() != "lo" {
-		if time.Now().After(deadline) {
-			t.Fatalf("rack after SIGHUP = %q, want lo", rackNow())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	storagetest.WaitFor(t, 10*time.Second, "rack lo after SIGHUP", func() (bool, string) {
+		rack := rackNow()
+		return rack == "lo", "rack " + rack
+	})
 
 	// A broken file on reload keeps the map that works.
 	writeConfig(t, dir, base+"racks:\n  map:\n    - name: lo\n      cidrs: [bogus]\n")
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for !strings.Contains(s.stderr.String(), "keeping the current rack map") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line about the broken reload; log:\n%s", s.stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	storagetest.WaitFor(t, 10*time.Second, "a log line about the broken reload", func() (bool, string) {
+		log := s.stderr.String()
+		return strings.Contains(log, "keeping the current rack map"), "log:\n" + log
+	})
 	if got := rackNow(); got != "lo" {
 		t.Errorf("rack after a broken reload = %q, want lo kept", got)
 	}

@@ -105,7 +105,7 @@ func TestElectionTwoProcesses(t *testing.T) {
 	round := 6
 	pace := time.NewTicker(500 * time.Millisecond)
 	defer pace.Stop()
-	waitFor(t, 20*time.Second, "silent representative "+silent+" expires", func() (bool, string) {
+	storagetest.WaitFor(t, 20*time.Second, "silent representative "+silent+" expires", func() (bool, string) {
 		<-pace.C
 		sw.round(round, "", nil)
 		round++

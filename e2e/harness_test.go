@@ -53,25 +53,6 @@ func rackMapConfig(n int) rackmap.Config {
 	return cfg
 }
 
-// waitFor polls cond until it holds or timeout passes; then the test fails
-// with what cond last reported.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last state: %s", what, timeout, state)
-		}
-		<-tick.C
-	}
-}
-
 // inProcessTracker is racktracker's tracker package over the embedded store,
 // served on 127.0.0.1 by a real HTTP server.
 type inProcessTracker struct {

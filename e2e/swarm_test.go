@@ -12,6 +12,7 @@ import (
 
 	"racktracker/rackmap"
 	"racktracker/storage"
+	"racktracker/storage/storagetest"
 	"racktracker/tracker"
 )
 
@@ -23,7 +24,7 @@ func TestSwarmDownload(t *testing.T) {
 	ta := newTally()
 
 	seeder := startPeer(t, netip.MustParseAddr("127.0.0.2"), p, peerOptions{Seed: true, Tally: ta})
-	waitFor(t, 10*time.Second, "tracker records the seeder", func() (bool, string) {
+	storagetest.WaitFor(t, 10*time.Second, "tracker records the seeder", func() (bool, string) {
 		st, err := tr.Store.Transfer(context.Background(), storage.InfoHash(p.Hash))
 		return err == nil && st.Seeders == 1, fmt.Sprintf("%+v, err %v", st, err)
 	})
@@ -67,7 +68,7 @@ func TestSwarmDownload(t *testing.T) {
 	for _, l := range leechers {
 		l.Tor.AddTrackers([][]string{{p.Meta.Announce + "?e2e=reannounce"}})
 	}
-	waitFor(t, 10*time.Second, "tracker records three seeders", func() (bool, string) {
+	storagetest.WaitFor(t, 10*time.Second, "tracker records three seeders", func() (bool, string) {
 		st := tr.transfer(t, p.Hash)
 		return st.Seeders == 3 && st.Leechers == 0, fmt.Sprintf("%d seeders, %d leechers", st.Seeders, st.Leechers)
 	})
@@ -231,7 +232,7 @@ func runCrossRack(t *testing.T, policy tracker.RackPolicy) crossRack {
 	fab := newFabric(rackUplink)
 
 	seeder := startPeer(t, hostIP(1, 1), p, peerOptions{Seed: true, Tally: ta, Uplink: hostUplink, Fabric: fab})
-	waitFor(t, 10*time.Second, "tracker records the seeder", func() (bool, string) {
+	storagetest.WaitFor(t, 10*time.Second, "tracker records the seeder", func() (bool, string) {
 		st, err := tr.Store.Transfer(context.Background(), storage.InfoHash(p.Hash))
 		return err == nil && st.Seeders == 1, fmt.Sprintf("%+v, err %v", st, err)
 	})

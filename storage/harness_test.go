@@ -80,18 +80,6 @@ func startRedisServer(t testing.TB) string { return storagetest.RedisServer(t).A
 
 func freeAddr(t testing.TB) string { return storagetest.FreeAddr(t) }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func keyspace(t testing.TB, c *redis.Client) map[string]string {
 	return storagetest.Keyspace(t, c, "*")
 }

@@ -24,6 +24,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"racktracker/storage/storagetest"
 )
 
 // storeClient is the store's current client. The embedded store makes a
@@ -882,8 +884,8 @@ func TestEmbeddedListen(t *testing.T) {
 	// write through the store shows there, so the listener is the new store's.
 	mustAnnounce(t, s, ann(h, "10.0.0.3:3", "r1", EventStarted, 100))
 	want := keyspace(t, storeClient(s))
-	waitFor(t, 5*time.Second, "the rebuilt store to serve "+addr, func() bool {
-		return ext.SIsMember(ctx, transferKeys(h).peers(classSeen), "10.0.0.3:3").Val()
+	storagetest.WaitFor(t, 5*time.Second, "the rebuilt store to serve "+addr, func() (bool, string) {
+		return ext.SIsMember(ctx, transferKeys(h).peers(classSeen), "10.0.0.3:3").Val(), "peer not there"
 	})
 	if d := diffKeyspace(keyspace(t, ext), want); d != "" {
 		t.Errorf("keyspace on %s after the rebuild differs from the store's:\n%s", addr, d)
@@ -937,7 +939,10 @@ func TestSnapshotConsistent(t *testing.T) {
 	var last int64
 	for i := range snapshots {
 		// Each snapshot after more announces: then it lands among them.
-		waitFor(t, 10*time.Second, "more announces", func() bool { return done.Load() > last || done.Load() == workers*perWorker })
+		storagetest.WaitFor(t, 10*time.Second, "more announces", func() (bool, string) {
+			n := done.Load()
+			return n > last || n == workers*perWorker, fmt.Sprintf("%d announces", n)
+		})
 		last = done.Load()
 		if err := s.Snapshot(ctx); err != nil {
 			t.Fatalf("Snapshot %d: %v", i, err)

@@ -9,31 +9,17 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"racktracker/storage"
+	"racktracker/storage/storagetest"
 )
 
-// syncBuffer is a log destination several handler goroutines write to.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines decodes the JSON log lines written so far.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+// logLines decodes the JSON log lines written to b so far.
+func logLines(t *testing.T, b *storagetest.Buffer) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 		if l == "" {
 			continue
 		}
@@ -50,7 +36,7 @@ func (b *syncBuffer) lines(t *testing.T) []map[string]any {
 // with its outcome, status and peer, and, where it names one, the transfer.
 func TestRequestLog(t *testing.T) {
 	r := newRig(t, storage.BackendEmbedded, nil)
-	var out syncBuffer
+	var out storagetest.Buffer
 	log := slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := DefaultConfig()
 	cfg.Transfers.AllowUnregistered = false
@@ -91,7 +77,7 @@ func TestRequestLog(t *testing.T) {
 		{"admin", "error", "400", "", "127.0.0.1:", "", `bad info hash "xyz": want 40 hex digits`},
 	}
 	var got []map[string]any
-	for _, l := range out.lines(t) {
+	for _, l := range logLines(t, &out) {
 		if l["msg"] == "request" {
 			got = append(got, l)
 		}
@@ -131,12 +117,9 @@ func TestRequestLog(t *testing.T) {
 	}
 
 	// The summary counts the same requests by outcome and reason.
-	sum := slog.New(slog.NewJSONHandler(&out, nil))
-	out.mu.Lock()
-	out.buf.Reset()
-	out.mu.Unlock()
-	sum.LogAttrs(t.Context(), slog.LevelInfo, "requests", srv.metrics.reqs.summary()...)
-	l := out.lines(t)[0]
+	var summary storagetest.Buffer
+	slog.New(slog.NewJSONHandler(&summary, nil)).LogAttrs(t.Context(), slog.LevelInfo, "requests", srv.metrics.reqs.summary()...)
+	l := logLines(t, &summary)[0]
 	ann := l["announce"].(map[string]any)
 	for k, v := range map[string]float64{"ok": 1, "bad_request": 1, "unregistered": 1, "storage_error": 0} {
 		if ann[k] != v {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/html"
 
 	"racktracker/storage"
+	"racktracker/storage/storagetest"
 )
 
 func TestStuckRacks(t *testing.T) {
@@ -55,7 +56,7 @@ func TestStuckRacks(t *testing.T) {
 func TestTimelineStuckRack(t *testing.T) {
 	eachBackend(t, nil, func(t *testing.T, r *rig) {
 		ctx := t.Context()
-		var out syncBuffer
+		var out storagetest.Buffer
 		cfg := DefaultConfig()
 		cfg.Transfers.TimelineInterval = 10 * time.Second
 		cfg.Transfers.StuckAfter = 30 * time.Second
@@ -152,7 +153,7 @@ func TestTimelineStuckRack(t *testing.T) {
 			t.Errorf("racktracker_rack_stuck for r3 still exported (%v) after recovery", v)
 		}
 		var stuckLines, recovered int
-		for _, l := range out.lines(t) {
+		for _, l := range logLines(t, &out) {
 			switch l["msg"] {
 			case "rack stuck":
 				stuckLines++

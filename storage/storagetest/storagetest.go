@@ -1,11 +1,12 @@
-// Package storagetest holds what tests of racktracker's storage run
-// against and read with: a real redis-server on a free loopback port owned by
-// the test, an injectable clock, and a dump of a keyspace as redis-cli shows
-// it.
+// Package storagetest holds what racktracker's tests run against and read
+// with: a real redis-server on a free loopback port owned by the test, an
+// injectable clock, a dump of a keyspace as redis-cli shows it, a poll with
+// a deadline, and a log buffer that goroutines may write while a test reads.
 package storagetest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -150,6 +151,46 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+}
+
+// WaitFor polls cond until it holds, failing the test with what and cond's
+// last state once timeout has passed: tests wait for a condition, never for
+// a fixed time.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (ok bool, state string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s; last state: %s", what, timeout, state)
+		}
+		<-tick.C
+	}
+}
+
+// Buffer is a bytes.Buffer that is safe to write from several goroutines
+// (a logger's, a server's) while the test reads it.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // FreeAddr returns a 127.0.0.1 address with a port free at the time of the
