@@ -136,8 +136,8 @@ func TestDeactivateIdleRace(t *testing.T) {
 		if _, err := e.store.DeactivateIdle(ctx, h, time.Hour); !errors.Is(err, ErrNotFound) {
 			t.Errorf("DeactivateIdle after an announce = %v, want ErrNotFound (not idle)", err)
 		}
-		if ok, _ := e.store.IsActive(ctx, h); !ok {
-			t.Errorf("transfer retired although a peer announced")
+		if _, err := e.store.Transfer(ctx, h); err != nil {
+			t.Errorf("Transfer after an announce = %v; retired although a peer announced", err)
 		}
 		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStopped, 1))
 		e.clock.Advance(2 * time.Hour)

@@ -207,17 +207,6 @@ func atoi(v any) int {
 	return n
 }
 
-// IsActive reports whether h is an active transfer.
-func (s *Store) IsActive(ctx context.Context, h InfoHash) (bool, error) {
-	var ok bool
-	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
-		var err error
-		ok, err = c.SIsMember(ctx, keyActiveTransfers, h.String()).Result()
-		return err
-	})
-	return ok, err
-}
-
 // Torrent returns the .torrent kept for an active transfer; ErrNotFound
 // when the transfer is not active or was activated without one.
 func (s *Store) Torrent(ctx context.Context, h InfoHash) ([]byte, error) {
