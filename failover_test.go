@@ -52,14 +52,14 @@ type trackerProc struct {
 	base string
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  *syncBuffer
+	log  *storagetest.Buffer
 }
 
 func startTrackerProc(t *testing.T, config string) *trackerProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperTracker$")
 	cmd.Env = append(os.Environ(), helperEnv+"=-log-level "+cmp.Or(os.Getenv("RACKTRACKER_HELPER_LOG"), "info")+" -config "+config)
-	p := &trackerProc{cmd: cmd, done: make(chan struct{}), log: &syncBuffer{}}
+	p := &trackerProc{cmd: cmd, done: make(chan struct{}), log: &storagetest.Buffer{}}
 	cmd.Stderr = p.log
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -319,13 +319,7 @@ storage:
 
 	waitFor := func(d time.Duration, what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(d)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out after %s waiting for %s", d, what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		storagetest.WaitFor(t, d, what, func() (bool, string) { return cond(), "not yet" })
 	}
 	// Warm up until every host was acknowledged three times for every
 	// transfer.

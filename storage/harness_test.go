@@ -80,6 +80,12 @@ func startRedisServer(t testing.TB) string { return storagetest.RedisServer(t).A
 
 func freeAddr(t testing.TB) string { return storagetest.FreeAddr(t) }
 
+// waitFor is storagetest.WaitFor for a condition with no state to show.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	storagetest.WaitFor(t, d, what, func() (bool, string) { return cond(), "not yet" })
+}
+
 func keyspace(t testing.TB, c *redis.Client) map[string]string {
 	return storagetest.Keyspace(t, c, "*")
 }
