@@ -149,6 +149,10 @@ func (s *Server) Run(ctx context.Context) {
 	}
 }
 
+// Maintain runs one pass of Run at once: what a simulation on its own clock
+// (cmd/rtsim) calls instead of Run.
+func (s *Server) Maintain(ctx context.Context) { s.maintain(ctx) }
+
 // maintain is one pass of Run.
 func (s *Server) maintain(ctx context.Context) {
 	start := time.Now()
