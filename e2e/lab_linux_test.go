@@ -20,6 +20,8 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
+
+	"racktracker/storage/storagetest"
 )
 
 // The lab's knobs. Without flags it runs the small version CI runs; the
@@ -267,7 +269,7 @@ type labClient struct {
 	addr       netip.Addr
 	dir        string
 	cmd        *exec.Cmd
-	out, err   *lockedBuffer
+	out, err   *storagetest.Buffer
 	gone       bool // stopped or killed by the test
 }
 
@@ -340,7 +342,7 @@ func runLab(t *testing.T, n *labNet, bin string, cfg labConfig, client, handout 
 
 	var clients []*labClient
 	startClient := func(r, h int, seed bool) *labClient {
-		c := &labClient{rack: r, host: h, addr: hostAddr(r, h), dir: filepath.Join(dir, fmt.Sprintf("r%dh%d", r, h)), out: &lockedBuffer{}, err: &lockedBuffer{}}
+		c := &labClient{rack: r, host: h, addr: hostAddr(r, h), dir: filepath.Join(dir, fmt.Sprintf("r%dh%d", r, h)), out: &storagetest.Buffer{}, err: &storagetest.Buffer{}}
 		if seed {
 			c.dir = seedDir
 		} else if err := os.MkdirAll(c.dir, 0o755); err != nil {
@@ -377,7 +379,7 @@ func runLab(t *testing.T, n *labNet, bin string, cfg labConfig, client, handout 
 
 	seeder := startClient(0, 1, true)
 	clients = append(clients, seeder)
-	waitFor(t, 60*time.Second, "tracker records the origin seeder", func() (bool, string) {
+	storagetest.WaitFor(t, 60*time.Second, "tracker records the origin seeder", func() (bool, string) {
 		st, err := labTransfer(hc, trk, hash)
 		return err == nil && st.Seeders == 1, fmt.Sprintf("%+v, err %v; seeder stderr: %s", st, err, seeder.err)
 	})
@@ -405,7 +407,12 @@ func runLab(t *testing.T, n *labNet, bin string, cfg labConfig, client, handout 
 	killed := map[int]bool{}
 	// A swarm that makes no progress at all for this long has failed.
 	timeout := time.Duration(float64(cfg.payload*8)/float64(n.nicBits)*float64(time.Second))*time.Duration(4*n.racks) + 5*time.Minute
-	waitFor(t, timeout, fmt.Sprintf("every leecher completes (%s, handout %s)", client, handout), func() (bool, string) {
+	// Each look runs tc and reads every client's state: five a second are
+	// plenty for completion times and spare the machine's CPU.
+	pace := time.NewTicker(200 * time.Millisecond)
+	defer pace.Stop()
+	storagetest.WaitFor(t, timeout, fmt.Sprintf("every leecher completes (%s, handout %s)", client, handout), func() (bool, string) {
+		<-pace.C
 		if kill {
 			labKillReps(t, n, hc, trk, hash, cfg.payload, base, leechers, killed)
 		}
@@ -514,14 +521,14 @@ func startLabTracker(t *testing.T, n *labNet, bin, dir, handout, extra string) (
 	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, errb := &lockedBuffer{}, &lockedBuffer{}
+	out, errb := &storagetest.Buffer{}, &storagetest.Buffer{}
 	cmd, err := n.start(n.trackerNS(), []string{bin, "-config", cfgPath}, out, errb)
 	if err != nil {
 		t.Fatalf("start racktracker: %v", err)
 	}
 	stop := func() { n.stop(cmd, syscall.SIGTERM, 15*time.Second) }
 	var addr string
-	waitFor(t, 30*time.Second, "racktracker listens", func() (bool, string) {
+	storagetest.WaitFor(t, 30*time.Second, "racktracker listens", func() (bool, string) {
 		for line := range strings.Lines(out.String()) {
 			if a, ok := strings.CutPrefix(strings.TrimSpace(line), "racktracker listen "); ok {
 				addr = strings.TrimPrefix(a, "http://")

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"racktracker/storage/storagetest"
 )
 
 // The lab's network is a small data center built from network namespaces
@@ -286,7 +288,7 @@ func (n *labNet) build() error {
 
 // start runs argv in namespace ns. The process is killed, by its pid, when
 // the lab closes, unless stop already ended it.
-func (n *labNet) start(ns string, argv []string, stdout, stderr *lockedBuffer) (*exec.Cmd, error) {
+func (n *labNet) start(ns string, argv []string, stdout, stderr *storagetest.Buffer) (*exec.Cmd, error) {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
