@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -221,4 +222,63 @@ func liveMetrics(t *testing.T) map[string]bool {
 		}
 		<-tick.C
 	}
+}
+
+// TestAlertRulesOnLabSample feeds the rules a /metrics sample recorded from
+// a lab swarm (aria2c clients on loopback racks) while rack r3 was stuck:
+// every series held at its recorded value for 15 minutes. The stuck rack
+// alerts; nothing else does (the sample's storage is up, its counters do
+// not move, so no failure ratio, and it has no failing snapshot).
+func TestAlertRulesOnLabSample(t *testing.T) {
+	promtool := tool(t, "promtool", "prometheus")
+	sample, err := os.ReadFile(filepath.Join("prometheus", "testdata", "lab-stuck-rack.prom"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := filepath.Abs(filepath.Join("prometheus", "racktracker.rules.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var series strings.Builder
+	n := 0
+	for line := range strings.SplitSeq(string(sample), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		name, value := line[:i], line[i+1:]
+		const target = `instance="lab:7969",job="racktracker"`
+		if j := strings.IndexByte(name, '{'); j < 0 {
+			name += "{" + target + "}"
+		} else {
+			name = name[:len(name)-1] + "," + target + "}"
+		}
+		fmt.Fprintf(&series, "      - series: %s\n        values: '%sx15'\n", strconv.Quote(name), value)
+		n++
+	}
+	if n < 50 {
+		t.Fatalf("the sample has %d series; want a whole /metrics", n)
+	}
+	test := fmt.Sprintf(`rule_files: [%s]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+%s    alert_rule_test:
+      - eval_time: 10m
+        alertname: RacktrackerRackStuck
+        exp_alerts:
+          - exp_labels: {severity: warning, infohash: B8C66118C76EF83CB55F573E61309AAFD24447E7, rack: r3, reason: no_progress}
+            exp_annotations:
+              summary: "rack r3 is stuck (no_progress) in transfer B8C66118C76EF83CB55F573E61309AAFD24447E7"
+              description: "See the transfer's dashboard page /transfers/B8C66118C76EF83CB55F573E61309AAFD24447E7. no_progress: check the rack's representatives and uplink; no_representative: its leechers are all paused or stalled."
+`, strconv.Quote(rules), series.String())
+	for _, quiet := range []string{"RacktrackerDown", "RacktrackerStorageUnreachable", "RacktrackerStorageErrors", "RacktrackerSnapshotsFailing", "RacktrackerAnnounceFailureRatio"} {
+		test += fmt.Sprintf("      - eval_time: 10m\n        alertname: %s\n        exp_alerts: []\n", quiet)
+	}
+	path := filepath.Join(t.TempDir(), "lab.test.yml")
+	if err := os.WriteFile(path, []byte(test), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runTool(t, false, promtool, "test", "rules", path)
 }
