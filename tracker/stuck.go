@@ -22,8 +22,11 @@ import (
 //	no_progress        the rack has leechers, had leechers then too, and made
 //	                   no progress since while another rack did
 //
-// A rack progressed when it has more seeders than then, or its leechers
-// together, or its most advanced leecher, have less left. A rack alone in
+// A rack progressed when it has more seeders than then, or its most
+// advanced leecher has less left, or its leechers, no fewer than then, have
+// less left together (a leecher that leaves takes its left with it, which
+// is no progress; one that joins late adds its own, which the most advanced
+// leecher sees through). A rack alone in
 // making no progress is stuck; a whole swarm making none (its seeder gone,
 // say) is not a rack's problem and marks nothing.
 //
@@ -56,7 +59,8 @@ func stuckRacks(cur []storage.TimelineRack, ref *storage.TimelineSample) map[str
 			continue
 		}
 		p := r.Seeders > r0.Seeders ||
-			r0.Leechers > 0 && r.Leechers > 0 && (r.Left < r0.Left || r.MinLeft < r0.MinLeft)
+			r0.Leechers > 0 && r.Leechers > 0 &&
+				(r.MinLeft < r0.MinLeft || r.Leechers >= r0.Leechers && r.Left < r0.Left)
 		progressed[r.Rack] = p
 		anyProgress = anyProgress || p
 	}

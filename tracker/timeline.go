@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -173,7 +174,7 @@ func (s *Server) dashboardRoutesOps(mux *http.ServeMux) {
 // Chart geometry, in SVG user units (the SVG scales to its box).
 const (
 	chartW, chartH             = 1100, 280
-	chartLeft, chartRight      = 48, 170
+	chartLeft, chartRight      = 48, 210
 	chartTop, chartBottom      = 14, 30
 	chartPlotW                 = chartW - chartLeft - chartRight
 	chartPlotH                 = chartH - chartTop - chartBottom
@@ -230,7 +231,8 @@ func timelineChart(tl []storage.TimelineSample, length int64, stuck map[string]s
 		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" %s fill="%s">%s</text>`, x(at), chartH-10, chartFont, chartAxisColor, at.UTC().Format(layout))
 	}
 
-	// One line per rack, in the order racks first appear.
+	// One line per rack, sorted by name so that a rack keeps its colour
+	// from page to page.
 	var racks []string
 	seen := map[string]bool{}
 	for _, sm := range tl {
@@ -241,6 +243,7 @@ func timelineChart(tl []storage.TimelineSample, length int64, stuck map[string]s
 			}
 		}
 	}
+	slices.Sort(racks)
 	drawn := racks
 	if len(drawn) > chartRackLimit {
 		drawn = drawn[:chartRackLimit]
@@ -285,7 +288,7 @@ func timelineChart(tl []storage.TimelineSample, length int64, stuck map[string]s
 		fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"%s/>`, lx, lx+chartLegendLine, ly, ly, color, dash)
 		label, fill := html.EscapeString(rack), "#1d232b"
 		if reason := stuck[rack]; reason != "" {
-			label += " — stuck (" + strings.ReplaceAll(reason, "_", " ") + ")"
+			label += " · stuck: " + strings.ReplaceAll(reason, "_", " ")
 			fill = chartStuckColor
 		}
 		fmt.Fprintf(&b, `<text x="%d" y="%d" %s fill="%s" data-legend="%s">%s</text>`, lx+chartLegendLine+6, ly+4, chartFont, fill, html.EscapeString(rack), label)

@@ -34,6 +34,8 @@ func TestStuckRacks(t *testing.T) {
 		{"all progress", []storage.TimelineRack{rk("r1", 1, 0, 0, 0, 0), rk("r2", 0, 2, 1, 100, 40), rk("r3", 0, 2, 1, 150, 80)}, ref, map[string]string{}},
 		{"r3 alone without progress", []storage.TimelineRack{rk("r1", 1, 0, 0, 0, 0), rk("r2", 0, 2, 1, 100, 40), rk("r3", 0, 2, 1, 200, 90)}, ref, map[string]string{"r3": stuckNoProgress}},
 		{"a joiner does not hide progress", []storage.TimelineRack{rk("r1", 1, 0, 0, 0, 0), rk("r2", 0, 2, 1, 100, 40), rk("r3", 0, 3, 1, 250, 80)}, ref, map[string]string{}},
+		{"a leecher leaving is no progress", []storage.TimelineRack{rk("r1", 1, 0, 0, 0, 0), rk("r2", 0, 2, 1, 100, 40), rk("r3", 0, 1, 1, 110, 110)}, ref, map[string]string{"r3": stuckNoProgress}},
+		{"the rest passing the most advanced leecher, which left", []storage.TimelineRack{rk("r1", 1, 0, 0, 0, 0), rk("r2", 0, 2, 1, 100, 40), rk("r3", 0, 1, 1, 80, 80)}, ref, map[string]string{}},
 		{"a new seeder is progress", []storage.TimelineRack{rk("r1", 1, 0, 0, 0, 0), rk("r2", 0, 2, 1, 100, 40), rk("r3", 1, 1, 1, 100, 100)}, ref, map[string]string{}},
 		{"nobody progresses: the swarm's problem", []storage.TimelineRack{rk("r1", 1, 0, 0, 0, 0), rk("r2", 0, 2, 1, 200, 90), rk("r3", 0, 2, 1, 200, 90)}, ref, map[string]string{}},
 		{"too young to judge progress", []storage.TimelineRack{rk("r2", 0, 2, 1, 100, 40), rk("r3", 0, 2, 1, 200, 90)}, nil, map[string]string{}},
@@ -212,10 +214,10 @@ func TestTimelineChart(t *testing.T) {
 		{At: at.Add(time.Minute), Racks: []storage.TimelineRack{{Rack: "<r1>", Leechers: 1, Representatives: 1, Left: 50}}},
 	}
 	svg := string(timelineChart(tl, 100, map[string]string{"<r1>": stuckNoProgress}, time.Time{}))
-	if strings.Contains(svg, "<r1>") || !strings.Contains(svg, "&lt;r1&gt;") || !strings.Contains(svg, "stuck (no progress)") {
+	if strings.Contains(svg, "<r1>") || !strings.Contains(svg, "&lt;r1&gt;") || !strings.Contains(svg, "stuck: no progress") {
 		t.Errorf("chart does not escape or mark the rack: %s", svg)
 	}
-	if !strings.Contains(svg, `points="48.0,250.0 930.0,132.0"`) {
+	if !strings.Contains(svg, `points="48.0,250.0 890.0,132.0"`) {
 		t.Errorf("chart points, want 0%% at the left and 50%% at the right: %s", svg)
 	}
 	if empty := string(timelineChart(nil, 100, nil, time.Time{})); !strings.Contains(empty, "No sample yet") {
