@@ -106,31 +106,48 @@ func (s *Store) AddSample(ctx context.Context, h InfoHash, period time.Duration,
 // transfer when run is "", else of its run deactivated at run (a datetime of
 // History). A transfer without samples has an empty timeline.
 func (s *Store) Timeline(ctx context.Context, h InfoHash, run string) ([]TimelineSample, error) {
+	tl, _, err := s.RunTimeline(ctx, h, run)
+	return tl, err
+}
+
+// RunTimeline is Timeline with the payload length of that transfer or run
+// (-1 when unknown), read in the same round trip, for a run whose stats are
+// not at hand.
+func (s *Store) RunTimeline(ctx context.Context, h InfoHash, run string) ([]TimelineSample, int64, error) {
 	k := transferKeys(h)
 	if run != "" {
 		if _, err := ParseTime(run); err != nil {
-			return nil, fmt.Errorf("run %q: not a datetime", run)
+			return nil, -1, fmt.Errorf("run %q: not a datetime", run)
 		}
 		k = archived(h, run)
 	}
 	var members []string
+	length := int64(-1)
 	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
-		var err error
-		members, err = c.ZRange(ctx, k.field(leafTimeline), 0, -1).Result()
-		return err
+		p := c.Pipeline()
+		zr := p.ZRange(ctx, k.field(leafTimeline), 0, -1)
+		ln := p.Get(ctx, k.field(leafLength))
+		if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		members = zr.Val()
+		if n, err := strconv.ParseInt(ln.Val(), 10, 64); err == nil {
+			length = n
+		}
+		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	out := make([]TimelineSample, 0, len(members))
 	for _, m := range members {
 		sm, err := decodeSample(m)
 		if err != nil {
-			return nil, err
+			return nil, -1, err
 		}
 		out = append(out, sm)
 	}
-	return out, nil
+	return out, length, nil
 }
 
 // encodeRacks is the <racks> part of a member.

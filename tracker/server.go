@@ -32,6 +32,7 @@ type Store interface {
 	Ping(ctx context.Context) error
 	AddSample(ctx context.Context, h storage.InfoHash, period time.Duration, racks []storage.TimelineRack, keep int, refAge time.Duration) (storage.Sampled, error)
 	Timeline(ctx context.Context, h storage.InfoHash, run string) ([]storage.TimelineSample, error)
+	RunTimeline(ctx context.Context, h storage.InfoHash, run string) ([]storage.TimelineSample, int64, error)
 }
 
 // Options are what a Server takes besides its config.

@@ -110,7 +110,7 @@ func (s *Server) serveRun(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad run %q: want the deregistered datetime of GET /api/transfers' history", shorten(at)))
 		return
 	}
-	tl, err := s.store.Timeline(r.Context(), h, at)
+	tl, length, err := s.store.RunTimeline(r.Context(), h, at)
 	if err != nil {
 		s.storageFailed(w, r, "read timeline", err)
 		return
@@ -119,7 +119,7 @@ func (s *Server) serveRun(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no timeline for run %s of %s", at, h))
 		return
 	}
-	writeJSON(w, http.StatusOK, runJSON{Hash: h.String(), Deregistered: at, Timeline: timelineView(tl, -1)})
+	writeJSON(w, http.StatusOK, runJSON{Hash: h.String(), Deregistered: at, Timeline: timelineView(tl, length)})
 }
 
 // serveRunPage draws the timeline of a deactivated run.
@@ -132,7 +132,7 @@ func (s *Server) serveRunPage(w http.ResponseWriter, r *http.Request) {
 		s.render(w, "error", p)
 		return
 	}
-	tl, err := s.store.Timeline(r.Context(), h, at)
+	tl, length, err := s.store.RunTimeline(r.Context(), h, at)
 	if err != nil {
 		s.dashboardFailed(w, r, err)
 		return
@@ -143,7 +143,7 @@ func (s *Server) serveRunPage(w http.ResponseWriter, r *http.Request) {
 		s.render(w, "error", p)
 		return
 	}
-	v := dashTransfer{Hash: h.String(), Name: "run of " + h.String()[:8] + " deactivated " + at, Chart: timelineChart(tl, -1, nil, time.Time{})}
+	v := dashTransfer{Hash: h.String(), Name: "run of " + h.String()[:8] + " deactivated " + at, Chart: timelineChart(tl, length, nil, time.Time{})}
 	p := s.page(v.Name + " · racktracker")
 	p.Transfer = &v
 	s.render(w, "run", p)

@@ -190,7 +190,12 @@ func TestTimelineStuckRack(t *testing.T) {
 		run := r.api(t, "GET", "/api/transfers/"+singleHash+"/runs/"+*gone.Deregistered, nil, "")
 		var rj runJSON
 		if err := json.Unmarshal(run.body, &rj); err != nil || run.status != http.StatusOK || len(rj.Timeline) != 7 {
-			t.Errorf("run timeline: status %d, %d samples, %v; want 200 and 7", run.status, len(rj.Timeline), err)
+			t.Fatalf("run timeline: status %d, %d samples, %v; want 200 and 7", run.status, len(rj.Timeline), err)
+		}
+		// The run knows its length: r2's progress is its share held, not
+		// its seeders' share (0).
+		if p := rj.Timeline[6].Racks[1].Progress; p == nil || *p <= 0 {
+			t.Errorf("run's last sample: r2 progress %v, want above 0", p)
 		}
 		if p := r.dashboard(t, "/transfers/"+singleHash+"/runs/"+*gone.Deregistered); p.status != http.StatusOK || len(htmlElements(p.doc, hasAttr("data-chart"))) != 1 {
 			t.Errorf("run page: status %d, want 200 with a chart", p.status)
