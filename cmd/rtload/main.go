@@ -1,15 +1,20 @@
 // Command rtload measures announce throughput and latency under load from
-// many hosts (SPEC.md section 8). It starts the tracker in its own process,
-// once per storage backend, and drives it from simulated hosts, each with
-// its own loopback source address and one keep-alive connection, as real
-// clients have. The machines it runs on are shared and noisy, so besides
-// raw figures it reports ratios against a baseline measured in the same
-// run: the same clients asking GET /healthz (one storage PING) for as long.
+// many hosts (SPEC.md section 8). It starts the tracker in a child process
+// (this same binary), once per storage backend, and drives it from
+// simulated hosts, each with its own loopback source address and one
+// keep-alive connection, as real clients have. The machines it runs on are
+// shared and noisy, so besides raw figures it reports ratios against
+// baselines measured in the same run, by the same clients, against the
+// same server: GET /rtload/hello (a hello-world handler beside the
+// tracker's, the headline baseline) and GET /healthz (one storage PING).
+// CPU time per request of the tracker process and of the redis-server
+// rtload started comes from /proc.
 //
 // Usage:
 //
 //	go run ./cmd/rtload -duration 5s
 //	go run ./cmd/rtload -hosts 200 -requests 20000 -backends embedded -json
+//	go run ./cmd/rtload -burst -backends redis
 //
 // Flags:
 //
@@ -21,12 +26,20 @@
 //	-duration D      total length of each measured phase (default 10s)
 //	-requests K      also stop each phase after K requests in total; 0
 //	                 means no count bound (default 0)
+//	-burst           instead of -duration: in each round, every (host,
+//	                 transfer) pair announces started, periodic, completed,
+//	                 periodic, stopped; hello and healthz send as many
+//	                 requests. Defaults then to 1000 hosts, 20 racks, 10
+//	                 transfers (50,000 announces a round)
+//	-rounds N        rounds of -burst (default 3)
+//	-snapshot-interval D  the embedded store's snapshot interval (default:
+//	                 the product's default)
 //	-backends LIST   comma-separated: embedded, redis, or auto (default
 //	                 auto: embedded, plus redis when redis-server is on PATH
 //	                 or -redis-addr is given)
 //	-redis-addr A    a loopback Redis to use instead of starting
 //	                 redis-server; rtload writes tracker keys into it, so
-//	                 give it a scratch one
+//	                 give it a scratch one (its CPU is not reported)
 //	-redis-db N      database number on -redis-addr (default 0)
 //	-json            print the report as JSON instead of a table
 //
@@ -37,24 +50,25 @@
 // the next second octet rather than into another rack's /24. The tracker
 // listens on 127.0.0.1, which no simulated host uses.
 //
-// Phases: for each backend, a healthz baseline and the announces, each
-// lasting -duration (or -requests) in total. Every backend's tracker runs
-// from the start, and the phases take turns of about a second (in reverse
-// order every other round) rather than running one after another, so that a
-// ratio's two sides share whatever else the machine was doing. Before the
-// first turn, each host asks each tracker GET /healthz once (not measured),
-// which opens its connection.
+// Phases: for each backend, a hello baseline, a healthz baseline and the
+// announces. Every backend's tracker runs from the start, and the phases
+// take turns (of about a second, or of one burst) rather than running one
+// after another, in reverse order every other round, so that a ratio's two
+// sides share whatever else the machine was doing. Before the first turn,
+// each host asks each tracker GET /healthz once (not measured), which opens
+// its connection.
 //
-// Announces: a host's first announce of a transfer is event=started; later
-// ones lower left by a tenth of the size, send event=completed once it
-// reaches 0, then plain updates. Every tenth host seeds from the start. A
-// response other than 200, a bencoded failure reason or a body that is not
-// a dictionary counts as a failure; rtload exits 1 when more than 1% of a
-// phase's requests fail.
+// Announces (without -burst): a host's first announce of a transfer is
+// event=started; later ones lower left by a tenth of the size, send
+// event=completed once it reaches 0, then plain updates. Every tenth host
+// seeds from the start. A response other than 200, a bencoded failure
+// reason or a body that is not a dictionary counts as a failure; rtload
+// exits 1 when more than 1% of a phase's requests fail.
 //
 // The load generator shares the machine's cores with the tracker (and with
 // redis-server), which is one more reason to read the ratios rather than the
-// absolute rates.
+// absolute rates; CPU per request is the tracker's own, whatever the load
+// generator costs.
 package main
 
 import (
@@ -68,7 +82,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -89,10 +102,16 @@ import (
 
 	"racktracker/rackmap"
 	"racktracker/storage"
-	"racktracker/tracker"
 )
 
 func main() {
+	if raw, ok := os.LookupEnv(serveEnv); ok {
+		if err := serveChild(raw, os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintf(os.Stderr, "rtload tracker: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -126,6 +145,9 @@ type options struct {
 	redisAddr                            string
 	redisDB                              int
 	json                                 bool
+	burst                                bool
+	rounds                               int
+	snapshotInterval                     time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -142,8 +164,25 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.redisAddr, "redis-addr", "", "loopback address of a scratch Redis to use instead of starting redis-server")
 	fs.IntVar(&o.redisDB, "redis-db", 0, "database number on -redis-addr")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
+	fs.BoolVar(&o.burst, "burst", false, "every (host, transfer) pair through started, periodic, completed, periodic, stopped, per round")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds of -burst")
+	fs.DurationVar(&o.snapshotInterval, "snapshot-interval", 0, "embedded store's snapshot interval (0: the default)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.burst {
+		// The burst's shape, unless a flag says otherwise.
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["hosts"] {
+			o.hosts = 1000
+		}
+		if !set["racks"] {
+			o.racks = 20
+		}
+		if !set["transfers"] {
+			o.transfers = 10
+		}
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -166,6 +205,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.duration <= 0 {
 		errs = append(errs, fmt.Errorf("-duration: must be positive, got %s", o.duration))
+	}
+	if o.rounds < 1 {
+		errs = append(errs, fmt.Errorf("-rounds: must be at least 1, got %d", o.rounds))
+	}
+	if o.snapshotInterval < 0 {
+		errs = append(errs, fmt.Errorf("-snapshot-interval: must not be negative, got %s", o.snapshotInterval))
 	}
 	if o.requests < 0 {
 		errs = append(errs, fmt.Errorf("-requests: must not be negative, got %d", o.requests))
@@ -209,8 +254,10 @@ type Report struct {
 	Racks       int     `json:"racks"`
 	Transfers   int     `json:"transfers"`
 	Concurrency int     `json:"concurrency"`
-	Duration    string  `json:"duration"`
+	Duration    string  `json:"duration,omitempty"`
 	Requests    int64   `json:"requests,omitempty"`
+	Burst       bool    `json:"burst,omitempty"`
+	Rounds      int     `json:"rounds"`
 	GOMAXPROCS  int     `json:"gomaxprocs"`
 	Backends    []Bench `json:"backends"`
 	// RedisPerEmbeddedAnnounce is the redis backend's announce throughput
@@ -218,11 +265,15 @@ type Report struct {
 	RedisPerEmbeddedAnnounce *float64 `json:"redis_per_embedded_announce_throughput,omitempty"`
 }
 
-// Bench is one backend's two phases and their ratios.
+// Bench is one backend's phases and their ratios.
 type Bench struct {
 	Backend  string `json:"backend"`
+	Hello    Phase  `json:"hello"`
 	Healthz  Phase  `json:"healthz"`
 	Announce Phase  `json:"announce"`
+	// AnnouncePerHello is announce requests/s over hello-world requests/s:
+	// the headline figure.
+	AnnouncePerHello float64 `json:"announce_per_hello_throughput"`
 	// ThroughputRatio is announce requests/s over healthz requests/s.
 	ThroughputRatio float64 `json:"announce_per_healthz_throughput"`
 	// P50Ratio is announce p50 latency over healthz p50 latency.
@@ -241,6 +292,11 @@ type Phase struct {
 	P90ms     float64 `json:"p90_ms"`
 	P99ms     float64 `json:"p99_ms"`
 	Maxms     float64 `json:"max_ms"`
+	// TrackerCPUus and RedisCPUus are the CPU time (user and system, from
+	// /proc) the tracker process and the redis-server rtload started used
+	// per request of the phase, in microseconds.
+	TrackerCPUus float64 `json:"tracker_cpu_us_per_request"`
+	RedisCPUus   float64 `json:"redis_cpu_us_per_request,omitempty"`
 	// Reasons counts up to a few distinct failure texts.
 	Reasons map[string]int64 `json:"failure_reasons,omitempty"`
 }
@@ -266,13 +322,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	hosts := newHosts(o.hosts, o.racks, o.transfers)
 	defer hosts.close()
-	racks, err := rackmap.New(rackConfig(o.hosts, o.racks))
-	if err != nil {
-		return fmt.Errorf("rack map: %w", err)
-	}
 	tmp, err := os.MkdirTemp("", "rtload-")
 	if err != nil {
 		return err
@@ -286,27 +337,37 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 	}()
 	for _, backend := range o.backends {
-		t, serr := startTarget(ctx, o, backend, hosts, racks, tmp, log)
+		t, serr := startTarget(ctx, o, backend, hosts, tmp)
 		if serr != nil {
 			return fmt.Errorf("%s backend: %w", backend, serr)
 		}
 		targets = append(targets, t)
 	}
 
-	rounds := max(1, int((o.duration+sliceLen-1)/sliceLen))
-	fmt.Fprintf(stderr, "rtload: %s: healthz and announce, %s each, in %d turns\n",
-		strings.Join(o.backends, " and "), o.duration, rounds)
+	rounds := o.rounds
+	if o.burst {
+		fmt.Fprintf(stderr, "rtload: %s: hello, healthz and a burst of %d announces, in %d rounds\n",
+			strings.Join(o.backends, " and "), burstSteps*o.hosts*o.transfers, rounds)
+	} else {
+		rounds = max(1, int((o.duration+sliceLen-1)/sliceLen))
+		fmt.Fprintf(stderr, "rtload: %s: hello, healthz and announce, %s each, in %d turns\n",
+			strings.Join(o.backends, " and "), o.duration, rounds)
+	}
 	if err := measure(ctx, o, targets, rounds); err != nil {
 		return err
 	}
 
 	rep := Report{
 		Hosts: o.hosts, Racks: o.racks, Transfers: o.transfers, Concurrency: o.concurrency,
-		Duration: o.duration.String(), Requests: o.requests, GOMAXPROCS: runtime.GOMAXPROCS(0),
+		Requests: o.requests, Burst: o.burst, Rounds: rounds, GOMAXPROCS: runtime.GOMAXPROCS(0),
+	}
+	if !o.burst {
+		rep.Duration = o.duration.String()
 	}
 	var emb, red *Bench
 	for _, t := range targets {
-		b := Bench{Backend: t.backend, Healthz: t.phases[0].phase(), Announce: t.phases[1].phase()}
+		b := Bench{Backend: t.backend, Hello: t.phases[helloPhase].phase(), Healthz: t.phases[healthzPhase].phase(), Announce: t.phases[announcePhase].phase()}
+		b.AnnouncePerHello = ratio(b.Announce.PerSecond, b.Hello.PerSecond)
 		b.ThroughputRatio = ratio(b.Announce.PerSecond, b.Healthz.PerSecond)
 		b.P50Ratio = ratio(b.Announce.P50ms, b.Healthz.P50ms)
 		b.P99Ratio = ratio(b.Announce.P99ms, b.Healthz.P99ms)
@@ -336,7 +397,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	var errs []error
 	for _, b := range rep.Backends {
-		for name, p := range map[string]Phase{"healthz": b.Healthz, "announce": b.Announce} {
+		for name, p := range map[string]Phase{"hello": b.Hello, "healthz": b.Healthz, "announce": b.Announce} {
 			if p.failRate() > maxFailRate {
 				errs = append(errs, fmt.Errorf("%s %s: %d of %d requests failed (%.1f%%, limit %.0f%%)",
 					b.Backend, name, p.Failures, p.Requests, 100*p.failRate(), 100*maxFailRate))
@@ -346,10 +407,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	return errors.Join(errs...)
 }
 
-// measure runs every phase of every target for o.duration (or o.requests
-// requests) in total, split into rounds. Each round gives every phase one
-// turn; odd rounds go in reverse order, so that no phase always follows the
-// same one.
+// measure runs every phase of every target in rounds. Each round gives
+// every phase one turn; odd rounds go in reverse order, so that no phase
+// always follows the same one. A turn lasts o.duration/rounds (and at most
+// an even share of o.requests); with -burst, an announce turn takes every
+// (host, transfer) pair through its whole lifecycle, and the other phases
+// send as many requests.
 func measure(ctx context.Context, o options, targets []*target, rounds int) error {
 	type turn struct {
 		t    *target
@@ -357,7 +420,7 @@ func measure(ctx context.Context, o options, targets []*target, rounds int) erro
 	}
 	var order []turn
 	for _, t := range targets {
-		order = append(order, turn{t, healthzPhase}, turn{t, announcePhase})
+		order = append(order, turn{t, helloPhase}, turn{t, healthzPhase}, turn{t, announcePhase})
 	}
 	per := o.duration / time.Duration(rounds)
 	for r := range rounds {
@@ -368,7 +431,11 @@ func measure(ctx context.Context, o options, targets []*target, rounds int) erro
 			}
 			acc := &tn.t.phases[tn.kind]
 			limit := int64(0)
-			if o.requests > 0 {
+			deadline := per
+			if o.burst {
+				limit = int64(burstSteps * o.hosts * o.transfers)
+				deadline = 0
+			} else if o.requests > 0 {
 				// An even share of what is left, so that a count bound
 				// still spreads over every round.
 				left := o.requests - int64(len(acc.lat))
@@ -377,8 +444,11 @@ func measure(ctx context.Context, o options, targets []*target, rounds int) erro
 					continue
 				}
 			}
-			l := &load{hosts: tn.t.hosts, target: tn.t, kind: tn.kind, workers: o.concurrency, limit: limit, deadline: per}
-			acc.add(l.run(ctx))
+			l := &load{hosts: tn.t.hosts, target: tn.t, kind: tn.kind, workers: o.concurrency, limit: limit, deadline: deadline, burst: o.burst}
+			cpu0, rcpu0 := cpuTime(tn.t.tr.pid), tn.t.redisCPU()
+			res := l.run(ctx)
+			res.cpu, res.redisCPU = cpuTime(tn.t.tr.pid)-cpu0, tn.t.redisCPU()-rcpu0
+			acc.add(res)
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -487,6 +557,31 @@ func (hs *hosts) announceURL(base string, h *host, st *progress, t int) string {
 	if !h.seed {
 		downloaded = transferSize - st.left
 	}
+	return hs.url(base, h, t, event, downloaded, st.left)
+}
+
+// burstSteps are the announces of one (host, transfer) pair in a burst,
+// in order: event and left.
+var burstSteps = len(burstPlan)
+
+var burstPlan = []struct {
+	event string
+	left  int64
+}{
+	{"started", transferSize},
+	{"", transferSize / 2},
+	{"completed", 0},
+	{"", 0},
+	{"stopped", 0},
+}
+
+// burstURL is step of a burst for h in transfer t.
+func (hs *hosts) burstURL(base string, h *host, t, step int) string {
+	st := burstPlan[step]
+	return hs.url(base, h, t, st.event, transferSize-st.left, st.left)
+}
+
+func (hs *hosts) url(base string, h *host, t int, event string, downloaded, left int64) string {
 	b := make([]byte, 0, 256)
 	b = append(b, base...)
 	b = append(b, "/announce?info_hash="...)
@@ -498,7 +593,7 @@ func (hs *hosts) announceURL(base string, h *host, st *progress, t int) string {
 	b = append(b, "&uploaded=0&downloaded="...)
 	b = strconv.AppendInt(b, downloaded, 10)
 	b = append(b, "&left="...)
-	b = strconv.AppendInt(b, st.left, 10)
+	b = strconv.AppendInt(b, left, 10)
 	b = append(b, "&compact=1&numwant=50"...)
 	if event != "" {
 		b = append(b, "&event="...)
@@ -526,8 +621,10 @@ func escape(raw []byte) string {
 
 // Phases of a target, as indexes of target.phases and target.cursor.
 const (
-	healthzPhase = iota
+	helloPhase = iota
+	healthzPhase
 	announcePhase
+	numPhases
 	warmupPhase // not measured: one healthz per host, to open its connection
 )
 
@@ -537,29 +634,38 @@ type target struct {
 	backend string
 	hosts   *hosts
 	tr      *trackerRun
-	redis   *redisServer   // nil unless this tool started it
-	state   [][]progress   // [host][transfer]
-	cursor  [2][]int       // per phase and worker: where the worker's next turn starts
-	phases  [2]accumulator // per phase
+	redis   *redisServer           // nil unless this tool started it
+	state   [][]progress           // [host][transfer]
+	cursor  [numPhases][]int       // per phase and worker: where the worker's next turn starts
+	phases  [numPhases]accumulator // per phase
+}
+
+// redisCPU is the CPU time of the redis-server this tool started, 0 for
+// any other.
+func (t *target) redisCPU() time.Duration {
+	if t.redis == nil {
+		return 0
+	}
+	return cpuTime(t.redis.cmd.Process.Pid)
 }
 
 // startTarget starts backend's storage (and redis-server when needed) and a
 // tracker over it, and opens every host's connection to it.
-func startTarget(ctx context.Context, o options, backend string, hosts *hosts, racks *rackmap.Map, tmp string, log *slog.Logger) (_ *target, err error) {
+func startTarget(ctx context.Context, o options, backend string, hosts *hosts, tmp string) (_ *target, err error) {
 	t := &target{backend: backend, hosts: hosts}
-	cfg := storage.DefaultConfig()
-	cfg.Backend = backend
+	cfg := serveConfig{Backend: backend, Hosts: o.hosts, Racks: o.racks}
 	switch backend {
 	case storage.BackendEmbedded:
-		cfg.Embedded.SnapshotPath = filepath.Join(tmp, "tracker.snapshot")
+		cfg.SnapshotPath = filepath.Join(tmp, "tracker.snapshot")
+		cfg.SnapshotInterval = o.snapshotInterval
 	case storage.BackendRedis:
-		cfg.Redis.DB = o.redisDB
-		cfg.Redis.Addr = o.redisAddr
-		if cfg.Redis.Addr == "" {
+		cfg.RedisDB = o.redisDB
+		cfg.RedisAddr = o.redisAddr
+		if cfg.RedisAddr == "" {
 			if t.redis, err = startRedis(ctx, tmp); err != nil {
 				return nil, err
 			}
-			cfg.Redis.Addr = t.redis.addr
+			cfg.RedisAddr = t.redis.addr
 		}
 	}
 	defer func() {
@@ -567,7 +673,7 @@ func startTarget(ctx context.Context, o options, backend string, hosts *hosts, r
 			err = errors.Join(err, t.stop())
 		}
 	}()
-	if t.tr, err = startTracker(ctx, cfg, racks, log); err != nil {
+	if t.tr, err = startTracker(ctx, cfg); err != nil {
 		return nil, err
 	}
 	t.state = make([][]progress, len(hosts.list))
@@ -615,6 +721,8 @@ func (a *accumulator) add(r result) {
 	a.lat = append(a.lat, r.lat...)
 	a.failures += r.failures
 	a.elapsed += r.elapsed
+	a.cpu += r.cpu
+	a.redisCPU += r.redisCPU
 	a.addReasons(r.reasons)
 }
 
@@ -635,6 +743,8 @@ func (a *accumulator) phase() Phase {
 	}
 	if len(a.lat) > 0 {
 		p.Maxms = ms(a.lat[len(a.lat)-1])
+		p.TrackerCPUus = float64(a.cpu.Microseconds()) / float64(len(a.lat))
+		p.RedisCPUus = float64(a.redisCPU.Microseconds()) / float64(len(a.lat))
 	}
 	return p
 }
@@ -648,15 +758,17 @@ type load struct {
 	kind     int
 	workers  int
 	limit    int64
-	deadline time.Duration
+	deadline time.Duration // 0: none
+	burst    bool          // announces step through burstPlan
 }
 
 // result is what a turn, or one worker in it, saw.
 type result struct {
-	lat      []time.Duration
-	failures int64
-	reasons  map[string]int64
-	elapsed  time.Duration
+	lat           []time.Duration
+	failures      int64
+	reasons       map[string]int64
+	elapsed       time.Duration
+	cpu, redisCPU time.Duration // of the tracker and redis-server processes
 }
 
 // addReason counts n failures for reason, keeping only the first few
@@ -681,7 +793,10 @@ func (l *load) run(ctx context.Context) result {
 	var sent atomic.Int64
 	results := make([]result, workers)
 	start := time.Now()
-	end := start.Add(l.deadline)
+	end := time.Time{}
+	if l.deadline > 0 {
+		end = start.Add(l.deadline)
+	}
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() { results[w] = l.worker(ctx, w, workers, end, &sent) })
@@ -709,6 +824,9 @@ func (l *load) worker(ctx context.Context, w, n int, end time.Time, sent *atomic
 	if l.kind == announcePhase {
 		pairs *= l.hosts.transfers
 	}
+	if l.burst && l.kind == announcePhase {
+		return l.burstWorker(ctx, mine, sent)
+	}
 	var cursor *int
 	if l.kind == warmupPhase {
 		cursor = new(int)
@@ -721,7 +839,7 @@ func (l *load) worker(ctx context.Context, w, n int, end time.Time, sent *atomic
 		if l.kind == warmupPhase && sentHere == pairs {
 			return res
 		}
-		if ctx.Err() != nil || time.Now().After(end) {
+		if ctx.Err() != nil || !end.IsZero() && time.Now().After(end) {
 			return res
 		}
 		if l.limit > 0 && sent.Add(1) > l.limit {
@@ -732,6 +850,9 @@ func (l *load) worker(ctx context.Context, w, n int, end time.Time, sent *atomic
 		i, t := mine[p%len(mine)], p/len(mine)
 		h := l.hosts.list[i]
 		url := base + "/healthz"
+		if l.kind == helloPhase {
+			url = base + helloPath
+		}
 		if l.kind == announcePhase {
 			url = l.hosts.announceURL(base, h, &l.target.state[i][t], t)
 		}
@@ -743,6 +864,34 @@ func (l *load) worker(ctx context.Context, w, n int, end time.Time, sent *atomic
 			res.addReason(reason, 1)
 		}
 	}
+}
+
+// burstWorker takes each of its (host, transfer) pairs through burstPlan,
+// step by step: every pair announces started before any announces its
+// next step, so the swarms grow, complete and empty as a deploy's would.
+func (l *load) burstWorker(ctx context.Context, mine []int, sent *atomic.Int64) result {
+	base := l.target.tr.base
+	var res result
+	for step := range burstSteps {
+		for p := range len(mine) * l.hosts.transfers {
+			if ctx.Err() != nil {
+				return res
+			}
+			if l.limit > 0 && sent.Add(1) > l.limit {
+				return res
+			}
+			i, t := mine[p%len(mine)], p/len(mine)
+			h := l.hosts.list[i]
+			t0 := time.Now()
+			reason := l.do(ctx, h.client, l.hosts.burstURL(base, h, t, step))
+			res.lat = append(res.lat, time.Since(t0))
+			if reason != "" {
+				res.failures++
+				res.addReason(reason, 1)
+			}
+		}
+	}
+	return res
 }
 
 // do sends one request and returns why it failed, or "" when it did not.
@@ -762,6 +911,10 @@ func (l *load) do(ctx context.Context, c *http.Client, url string) string {
 		return "read body: " + trimAddrs(err.Error())
 	case resp.StatusCode != http.StatusOK:
 		return fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	case l.kind == helloPhase:
+		if string(body) != helloBody {
+			return fmt.Sprintf("hello body %q", body)
+		}
 	case l.kind != announcePhase:
 		if string(body) != "ok\n" {
 			return fmt.Sprintf("healthz body %q", body)
@@ -817,70 +970,6 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// trackerRun is a tracker serving on 127.0.0.1:0 in this process.
-type trackerRun struct {
-	base  string
-	hs    *http.Server
-	store *storage.Store
-	stopB context.CancelFunc
-	bg    sync.WaitGroup
-	serve chan error
-}
-
-// startTracker wires the tracker as main.go does, with default config and
-// rack policy, over the given storage config and rack map.
-func startTracker(ctx context.Context, cfg storage.Config, racks *rackmap.Map, log *slog.Logger) (*trackerRun, error) {
-	store, err := storage.Open(ctx, cfg, storage.Options{Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("storage: %w", err)
-	}
-	srv := tracker.New(tracker.DefaultConfig(), tracker.DefaultRackPolicy(), store, racks, tracker.Options{Logger: log})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		store.Close(context.Background())
-		return nil, err
-	}
-	t := &trackerRun{
-		base:  "http://" + ln.Addr().String(),
-		store: store,
-		hs: &http.Server{
-			Handler:           srv.Handler(),
-			ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    32 << 10,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		},
-		serve: make(chan error, 1),
-	}
-	bg, stop := context.WithCancel(context.Background())
-	t.stopB = stop
-	t.bg.Go(func() { srv.Run(bg) })
-	t.bg.Go(func() { store.Run(bg) })
-	go func() { t.serve <- t.hs.Serve(ln) }()
-	return t, nil
-}
-
-// stop shuts down in main's order: HTTP drain, background loops, store.
-func (t *trackerRun) stop() error {
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
-	defer cancel()
-	var errs []error
-	if err := t.hs.Shutdown(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("http drain: %w", err))
-	}
-	if err := <-t.serve; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		errs = append(errs, fmt.Errorf("http server: %w", err))
-	}
-	t.stopB()
-	t.bg.Wait()
-	if err := t.store.Close(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("close storage: %w", err))
-	}
-	return errors.Join(errs...)
-}
 
 // redisServer is a redis-server this tool started and must kill.
 type redisServer struct {
@@ -967,18 +1056,21 @@ func printTable(w io.Writer, rep Report) error {
 	if rep.Requests > 0 {
 		bound += fmt.Sprintf(" or %d requests", rep.Requests)
 	}
+	if rep.Burst {
+		bound = fmt.Sprintf("burst (started, periodic, completed, periodic, stopped) x %d rounds", rep.Rounds)
+	}
 	fmt.Fprintf(w, "rtload: %d hosts in %d racks, %d transfers, %d workers, %s, GOMAXPROCS %d\n\n",
 		rep.Hosts, rep.Racks, rep.Transfers, rep.Concurrency, bound, rep.GOMAXPROCS)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "backend \tphase   \trequests\tfailed\treq/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\t")
+	fmt.Fprintln(tw, "backend \tphase   \trequests\tfailed\treq/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\ttracker CPU µs/req\tredis CPU µs/req\t")
 	for _, b := range rep.Backends {
 		for _, ph := range []struct {
 			name string
 			p    Phase
-		}{{"healthz", b.Healthz}, {"announce", b.Announce}} {
+		}{{"hello", b.Hello}, {"healthz", b.Healthz}, {"announce", b.Announce}} {
 			p := ph.p
-			fmt.Fprintf(tw, "%-8s\t%-8s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t\n",
-				b.Backend, ph.name, p.Requests, p.Failures, p.PerSecond, p.P50ms, p.P90ms, p.P99ms, p.Maxms)
+			fmt.Fprintf(tw, "%-8s\t%-8s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%.0f\t%.0f\t\n",
+				b.Backend, ph.name, p.Requests, p.Failures, p.PerSecond, p.P50ms, p.P90ms, p.P99ms, p.Maxms, p.TrackerCPUus, p.RedisCPUus)
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -987,6 +1079,7 @@ func printTable(w io.Writer, rep Report) error {
 	fmt.Fprintln(w, "\nratios (same run, same clients)")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, b := range rep.Backends {
+		fmt.Fprintf(tw, "  %s\tannounce/hello throughput\t%.3f\n", b.Backend, b.AnnouncePerHello)
 		fmt.Fprintf(tw, "  %s\tannounce/healthz throughput\t%.3f\n", b.Backend, b.ThroughputRatio)
 		fmt.Fprintf(tw, "  %s\tannounce/healthz p50\t%.3f\n", b.Backend, b.P50Ratio)
 		fmt.Fprintf(tw, "  %s\tannounce/healthz p99\t%.3f\n", b.Backend, b.P99Ratio)
@@ -1001,7 +1094,7 @@ func printTable(w io.Writer, rep Report) error {
 		for _, ph := range []struct {
 			name string
 			p    Phase
-		}{{"healthz", b.Healthz}, {"announce", b.Announce}} {
+		}{{"hello", b.Hello}, {"healthz", b.Healthz}, {"announce", b.Announce}} {
 			reasons := slices.SortedFunc(maps.Keys(ph.p.Reasons), func(a, c string) int {
 				return cmp.Or(cmp.Compare(ph.p.Reasons[c], ph.p.Reasons[a]), strings.Compare(a, c))
 			})

@@ -4,10 +4,25 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 )
+
+// TestMain lets the test binary stand in for rtload's tracker process:
+// rtload starts its own executable with serveEnv set.
+func TestMain(m *testing.M) {
+	if raw, ok := os.LookupEnv(serveEnv); ok {
+		if err := serveChild(raw, os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintf(os.Stderr, "rtload tracker: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 // TestRunShort runs a small bounded load against the embedded backend and
 // checks that it reports throughput and no failures.
@@ -27,7 +42,7 @@ func TestRunShort(t *testing.T) {
 		t.Fatalf("backends = %+v, want embedded only", rep.Backends)
 	}
 	b := rep.Backends[0]
-	for name, p := range map[string]Phase{"healthz": b.Healthz, "announce": b.Announce} {
+	for name, p := range map[string]Phase{"hello": b.Hello, "healthz": b.Healthz, "announce": b.Announce} {
 		if p.Requests != 200 {
 			t.Errorf("%s requests = %d, want 200", name, p.Requests)
 		}
@@ -38,8 +53,34 @@ func TestRunShort(t *testing.T) {
 			t.Errorf("%s failures = %d (%v), want 0", name, p.Failures, p.Reasons)
 		}
 	}
-	if b.ThroughputRatio <= 0 {
-		t.Errorf("announce/healthz throughput = %v, want > 0", b.ThroughputRatio)
+	if b.ThroughputRatio <= 0 || b.AnnouncePerHello <= 0 {
+		t.Errorf("announce/healthz throughput = %v, announce/hello = %v, want > 0", b.ThroughputRatio, b.AnnouncePerHello)
+	}
+}
+
+// TestRunBurst runs a small burst: every (host, transfer) pair through its
+// five announces, in each of two rounds, with CPU read from /proc.
+func TestRunBurst(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	args := []string{"-burst", "-hosts", "20", "-racks", "4", "-transfers", "2", "-rounds", "2", "-concurrency", "4", "-backends", "embedded", "-json"}
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("run(%q) = %v, want nil; stderr:\n%s", args, err, stderr.String())
+	}
+	var rep Report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("decode report: %v\n%s", err, stdout.String())
+	}
+	b := rep.Backends[0]
+	const want = 2 * 5 * 20 * 2 // rounds, steps, hosts, transfers
+	for name, p := range map[string]Phase{"hello": b.Hello, "healthz": b.Healthz, "announce": b.Announce} {
+		if p.Requests != want || p.Failures != 0 {
+			t.Errorf("%s: %d requests, %d failed (%v); want %d, none failed", name, p.Requests, p.Failures, p.Reasons, want)
+		}
+	}
+	if _, err := os.Stat("/proc/self/stat"); err == nil && b.Announce.TrackerCPUus <= 0 {
+		t.Errorf("tracker CPU per announce = %v µs, want > 0 (read from /proc)", b.Announce.TrackerCPUus)
 	}
 }
 
