@@ -49,7 +49,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 }
 
 // BenchmarkAnnounce: steady-state announces of 1000 hosts over 8 racks in
-// one transfer, each handed 50 candidates.
+// one transfer, each sampled for 50 peers with the default handout's plan.
 func BenchmarkAnnounce(b *testing.B) {
 	benchBackends(b, func(b *testing.B, e *env) {
 		ctx := context.Background()
@@ -58,6 +58,7 @@ func BenchmarkAnnounce(b *testing.B) {
 		for i := range anns {
 			ip := netip.AddrFrom4([4]byte{10, byte(i % 8), byte(i / 256), byte(i)})
 			anns[i] = ann(h, netip.AddrPortFrom(ip, 6881).String(), fmt.Sprintf("r%d", i%8), EventStarted, int64(1000-i%3))
+			anns[i].Plan = localPlan
 			if i%10 == 0 {
 				anns[i].Left = 0
 			}

@@ -139,3 +139,16 @@ func pool(sw Swarm, c Class) []Peer {
 	}
 	return sw.Stages[i]
 }
+
+// localPlan mirrors the plan of the tracker's default rack-aware handout
+// (tracker.Handout with 2 representatives per rack), for tests and
+// benchmarks that measure what production samples.
+var localPlan = func() Plan {
+	own := []Stage{{Classes: []Class{OwnSeeders, OwnReps}}, {Classes: []Class{OwnLeechers}}}
+	return Plan{
+		Leecher:        own,
+		Escape:         append([]Stage{{Classes: []Class{OtherSeeders, OtherReps}, N: 2}}, own...),
+		Representative: []Stage{{Classes: []Class{OtherSeeders, OtherReps}, N: 1}, {Classes: []Class{OwnSeeders, OwnReps, OwnLeechers}}},
+		Seeder:         []Stage{{Classes: []Class{OwnLeechers}}, {Classes: []Class{OtherLeechingReps}}},
+	}
+}()

@@ -145,16 +145,23 @@ end
 local rs, rr, rl = K.rackset(h, rack, K.c.seeders), K.rackset(h, rack, K.c.reps), K.rackset(h, rack, K.r.left)
 local fresh = redis.call('ZADD', seen_key, nowms, ip) == 1
 if fresh or not known or seeder ~= wasseeder then
+  -- Only a current peer that kept its port and rack is in the other
+  -- class's sets (a new member was taken out of its old one's above).
+  local in_other = known and not fresh
   if seeder then
     complete = complete + redis.call('SADD', K.peers(h, K.c.seeders), peer)
-    incomplete = incomplete - redis.call('SREM', K.peers(h, K.c.leechers), peer)
     redis.call('SADD', rs, peer)
-    redis.call('ZREM', rl, peer)
-    redis.call('ZREM', K.rackset(h, rack, K.r.since), peer)
+    if in_other then
+      incomplete = incomplete - redis.call('SREM', K.peers(h, K.c.leechers), peer)
+      redis.call('ZREM', rl, peer)
+      redis.call('ZREM', K.rackset(h, rack, K.r.since), peer)
+    end
   else
     incomplete = incomplete + redis.call('SADD', K.peers(h, K.c.leechers), peer)
-    complete = complete - redis.call('SREM', K.peers(h, K.c.seeders), peer)
-    redis.call('SREM', rs, peer)
+    if in_other then
+      complete = complete - redis.call('SREM', K.peers(h, K.c.seeders), peer)
+      redis.call('SREM', rs, peer)
+    end
     redis.call('ZADD', rl, nleft, peer)
     redis.call('ZADD', K.rackset(h, rack, K.r.since), 'NX', nowms, peer)
   end
