@@ -57,8 +57,10 @@ func TestLoadConfigShipped(t *testing.T) {
 		{Name: "r2", CIDRs: []string{"127.0.2.0/24"}},
 		{Name: "r3", CIDRs: []string{"127.0.3.0/24"}},
 	}
-	// The file spells out "trusted_proxies: []": empty, where the default is nil.
+	// The file spells out "trusted_proxies: []" and "addrs: []": empty, where the
+	// defaults are nil.
 	want.Announce.TrustedProxies = []string{}
+	want.Storage.Redis.Sentinel.Addrs = []string{}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("loadConfig(%q) = %+v, want %+v", path, got, want)
 	}
