@@ -71,7 +71,14 @@ func startTrackerProc(t *testing.T, config string) *trackerProc {
 	t.Cleanup(func() {
 		p.kill()
 		if t.Failed() {
-			t.Logf("log of tracker %s:\n%s", p.base, p.log)
+			// Without the per-request lines of -log-level debug.
+			var keep []string
+			for line := range strings.SplitSeq(p.log.String(), "\n") {
+				if !strings.Contains(line, "msg=request ") {
+					keep = append(keep, line)
+				}
+			}
+			t.Logf("log of tracker %s:\n%s", p.base, strings.Join(keep, "\n"))
 		}
 	})
 	lines := make(chan string, 1)
