@@ -33,6 +33,8 @@ type Store interface {
 	AddSample(ctx context.Context, h storage.InfoHash, period time.Duration, racks []storage.TimelineRack, keep int, refAge time.Duration) (storage.Sampled, error)
 	Timeline(ctx context.Context, h storage.InfoHash, run string) ([]storage.TimelineSample, error)
 	RunTimeline(ctx context.Context, h storage.InfoHash, run string) ([]storage.TimelineSample, int64, error)
+	// SnapshotStatus is how the embedded store's snapshots fare.
+	SnapshotStatus() storage.SnapshotStatus
 }
 
 // Options are what a Server takes besides its config.
@@ -97,6 +99,7 @@ func New(cfg Config, policy RackPolicy, store Store, racks *rackmap.Map, opts Op
 	}
 	s.racks.Store(racks)
 	s.ops = newOps(s.metrics.reg)
+	s.metrics.reg.MustRegister(snapshotCollector{store.SnapshotStatus})
 	s.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
 	return s
 }
@@ -120,13 +123,19 @@ func (s *Server) Handler() http.Handler {
 	return s.logRequests(mux)
 }
 
-// serveHealth answers 200 while the store answers, 503 otherwise.
+// serveHealth answers 503 while the store does not answer; otherwise 200,
+// with "ok", or "degraded: ..." while the embedded store's snapshots fail
+// (see snapshotHealth).
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := s.store.Ping(r.Context()); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte("storage unreachable\n"))
 		s.warn.log(s.log, "health check: storage unreachable", "err", err)
+		return
+	}
+	if msg := snapshotHealth(s.store.SnapshotStatus()); msg != "" {
+		w.Write([]byte(msg + "\n"))
 		return
 	}
 	w.Write([]byte("ok\n"))
