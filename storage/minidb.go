@@ -147,45 +147,54 @@ func copyMini(m *miniredis.Miniredis) (c storeCopy, ok bool) {
 		streamKeys:    at[map[string]*miniStream](base, f[6]),
 		keyVersion:    at[map[string]uint](base, f[7]),
 	}
+	// Each map of a type is walked on its own: one map access per key,
+	// where walking keys and looking each up would take two.
 	c.recs = make([]record, 0, len(v.keys))
-	for k, t := range v.keys {
-		switch t {
-		case "string":
-			c.recs = append(c.recs, record{key: k, kind: kindString, value: v.stringKeys[k]})
-		case "set":
-			s := v.setKeys[k]
-			r := record{key: k, kind: kindSet, members: make([]string, 0, len(s))}
-			for mem := range s {
-				r.members = append(r.members, mem)
+	for k, val := range v.stringKeys {
+		c.recs = append(c.recs, record{key: k, kind: kindString, value: val})
+	}
+	for k, s := range v.setKeys {
+		r := record{key: k, kind: kindSet, members: make([]string, 0, len(s))}
+		for mem := range s {
+			r.members = append(r.members, mem)
+		}
+		c.recs = append(c.recs, r)
+	}
+	for k, z := range v.sortedsetKeys {
+		r := record{key: k, kind: kindZSet, members: make([]string, 0, len(z)), scores: make([]float64, 0, len(z))}
+		for mem, sc := range z {
+			r.members = append(r.members, mem)
+			r.scores = append(r.scores, sc)
+		}
+		c.recs = append(c.recs, r)
+	}
+	for k, h := range v.hashKeys {
+		r := record{key: k, kind: kindHash, members: make([]string, 0, len(h)), values: make([]string, 0, len(h))}
+		for f, val := range h {
+			r.members = append(r.members, f)
+			r.values = append(r.values, val)
+		}
+		c.recs = append(c.recs, r)
+	}
+	for k, l := range v.listKeys {
+		c.recs = append(c.recs, record{key: k, kind: kindList, members: slices.Clone(l)})
+	}
+	for k, s := range v.streamKeys {
+		var es []miniredis.StreamEntry
+		if s != nil {
+			// An entry's values are never changed in place.
+			es = slices.Clone(s.entries)
+		}
+		c.recs = append(c.recs, record{key: k, kind: kindStream, entries: es})
+	}
+	if len(c.recs) != len(v.keys) {
+		// Keys of types no snapshot holds (HyperLogLogs): name them.
+		for k, t := range v.keys {
+			switch t {
+			case "string", "set", "zset", "hash", "list", "stream":
+			default:
+				c.skipped = append(c.skipped, k+" ("+t+")")
 			}
-			c.recs = append(c.recs, r)
-		case "zset":
-			z := v.sortedsetKeys[k]
-			r := record{key: k, kind: kindZSet, members: make([]string, 0, len(z)), scores: make([]float64, 0, len(z))}
-			for mem, sc := range z {
-				r.members = append(r.members, mem)
-				r.scores = append(r.scores, sc)
-			}
-			c.recs = append(c.recs, r)
-		case "hash":
-			h := v.hashKeys[k]
-			r := record{key: k, kind: kindHash, members: make([]string, 0, len(h)), values: make([]string, 0, len(h))}
-			for f, val := range h {
-				r.members = append(r.members, f)
-				r.values = append(r.values, val)
-			}
-			c.recs = append(c.recs, r)
-		case "list":
-			c.recs = append(c.recs, record{key: k, kind: kindList, members: slices.Clone(v.listKeys[k])})
-		case "stream":
-			var es []miniredis.StreamEntry
-			if s := v.streamKeys[k]; s != nil {
-				// An entry's values are never changed in place.
-				es = slices.Clone(s.entries)
-			}
-			c.recs = append(c.recs, record{key: k, kind: kindStream, entries: es})
-		default:
-			c.skipped = append(c.skipped, k+" ("+t+")")
 		}
 	}
 	c.dead = max(len(v.keyVersion)-len(v.keys), 0)
