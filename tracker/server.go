@@ -99,7 +99,7 @@ func New(cfg Config, policy RackPolicy, store Store, racks *rackmap.Map, opts Op
 	}
 	s.racks.Store(racks)
 	s.ops = newOps(s.metrics.reg)
-	s.metrics.reg.MustRegister(snapshotCollector{store.SnapshotStatus})
+	s.metrics.reg.MustRegister(snapshotCollector{s.snapshotStatus})
 	s.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
 	return s
 }
@@ -123,6 +123,14 @@ func (s *Server) Handler() http.Handler {
 	return s.logRequests(mux)
 }
 
+// snapshotStatus is the store's, or nothing without a store (tests).
+func (s *Server) snapshotStatus() storage.SnapshotStatus {
+	if s.store == nil {
+		return storage.SnapshotStatus{}
+	}
+	return s.store.SnapshotStatus()
+}
+
 // serveHealth answers 503 while the store does not answer; otherwise 200,
 // with "ok", or "degraded: ..." while the embedded store's snapshots fail
 // (see snapshotHealth).
@@ -134,7 +142,7 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 		s.warn.log(s.log, "health check: storage unreachable", "err", err)
 		return
 	}
-	if msg := snapshotHealth(s.store.SnapshotStatus()); msg != "" {
+	if msg := snapshotHealth(s.snapshotStatus()); msg != "" {
 		w.Write([]byte(msg + "\n"))
 		return
 	}
