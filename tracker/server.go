@@ -13,28 +13,105 @@ import (
 	"racktracker/storage"
 )
 
-// Store is what the tracker needs of its storage, in domain terms.
-// *storage.Store implements it.
+// Store is what the tracker needs of its storage, in domain terms, split by
+// the code that uses it. *storage.Store implements it.
+//
+// Every method is safe for concurrent use by any number of goroutines and
+// tracker processes sharing one Redis, and honours ctx's deadline. An error
+// that wraps storage.ErrUnavailable means the store could not be asked or did
+// not answer (a write may then have happened or not); the tracker answers it
+// generically and never retries a write blindly. Times are the store's
+// (Redis' TIME, or the injected clock), so that processes whose clocks
+// differ agree.
 type Store interface {
+	SwarmStore
+	TransferStore
+	MaintenanceStore
+}
+
+// SwarmStore serves the BitTorrent protocol: announce, scrape and /healthz.
+type SwarmStore interface {
+	// Announce records one announce and returns the swarm it leaves, with
+	// the candidates of each stage of a.Plan for the asker's role. It is one
+	// atomic script run (one round trip): the peer's sets, counters,
+	// election and demotion change together or not at all. For an
+	// inactive transfer it activates it when a.AllowUnregistered, else
+	// returns storage.ErrNotRegistered and writes nothing; "stopped" for an
+	// inactive transfer writes nothing and returns an empty swarm.
 	Announce(ctx context.Context, a storage.Announce) (storage.Swarm, error)
+	// Scrape returns the counts of the active transfers among hashes, in
+	// one round trip; unknown and inactive hashes are left out. It may read
+	// a replica, so it can lag the latest announces a little.
 	Scrape(ctx context.Context, hashes []storage.InfoHash) ([]storage.ScrapeCounts, error)
-	Expire(ctx context.Context, timeout time.Duration, representatives, stall int) (storage.Expired, error)
-	Idle(ctx context.Context, timeout time.Duration) ([]storage.InfoHash, error)
-	Register(ctx context.Context, h storage.InfoHash, name string, length int64, torrent []byte) error
-	Deactivate(ctx context.Context, h storage.InfoHash) (string, error)
-	DeactivateIdle(ctx context.Context, h storage.InfoHash, timeout time.Duration) (string, error)
-	Transfer(ctx context.Context, h storage.InfoHash) (storage.TransferStats, error)
-	Active(ctx context.Context) ([]storage.TransferStats, error)
-	History(ctx context.Context) ([]storage.Deactivated, error)
-	Racks(ctx context.Context) (map[string][]string, error)
-	Torrent(ctx context.Context, h storage.InfoHash) ([]byte, error)
-	Totals(ctx context.Context) (storage.Totals, error)
+	// Ping returns nil when the store answers.
 	Ping(ctx context.Context) error
-	AddSample(ctx context.Context, h storage.InfoHash, period time.Duration, racks []storage.TimelineRack, keep int, refAge time.Duration) (storage.Sampled, error)
+}
+
+// TransferStore serves the admin API and the dashboard: a transfer's
+// lifecycle and what is known about it. A hash that is not active gets
+// storage.ErrNotFound wherever one active transfer is asked for.
+type TransferStore interface {
+	// Register activates h with its metainfo and keeps torrent, the
+	// .torrent file, under <hash>:torrent. storage.ErrExists when h is
+	// active already; nothing is changed then.
+	Register(ctx context.Context, h storage.InfoHash, name string, length int64, torrent []byte) error
+	// Deactivate retires the active transfer h atomically: its keys move
+	// under <datetime>:<hash> (SPEC section 3), and that datetime is
+	// returned. Its cost follows the transfer's size, not the database's.
+	Deactivate(ctx context.Context, h storage.InfoHash) (string, error)
+	// Transfer returns the state of the active transfer h with its racks,
+	// read from the master so that it shows what was just written.
+	Transfer(ctx context.Context, h storage.InfoHash) (storage.TransferStats, error)
+	// Active lists every active transfer's state, sorted by hash. It may
+	// read a replica.
+	Active(ctx context.Context) ([]storage.TransferStats, error)
+	// History lists every deactivated run of every transfer, newest first.
+	History(ctx context.Context) ([]storage.Deactivated, error)
+	// Racks returns every rack ever seen with its hosts, both sorted. It
+	// may read a replica.
+	Racks(ctx context.Context) (map[string][]string, error)
+	// Torrent returns the .torrent kept for the active transfer h;
+	// storage.ErrNotFound also when h was activated by an announce, without
+	// one.
+	Torrent(ctx context.Context, h storage.InfoHash) ([]byte, error)
+	// Timeline returns the samples of h, oldest first: of the active
+	// transfer when run is "", else of its run deactivated at run (a
+	// datetime History returned). A transfer without samples has an empty
+	// timeline.
 	Timeline(ctx context.Context, h storage.InfoHash, run string) ([]storage.TimelineSample, error)
 	RunTimeline(ctx context.Context, h storage.InfoHash, run string) ([]storage.TimelineSample, int64, error)
 	// SnapshotStatus is how the embedded store's snapshots fare.
 	SnapshotStatus() storage.SnapshotStatus
+}
+
+// MaintenanceStore serves Run's background passes: expiry, idle
+// deactivation, the rollout timeline and the gauges of /metrics. Several
+// tracker processes may run them at once on one store; each pass is safe to
+// repeat.
+type MaintenanceStore interface {
+	// Expire removes from every active transfer the peers whose last
+	// announce is timeout or longer ago, and refills the representative
+	// slots they held (representatives per rack, demoting after stall
+	// announces without progress), as announces would. It works in
+	// bounded batches; its cost follows the active transfers and the
+	// expired peers, not the current ones.
+	Expire(ctx context.Context, timeout time.Duration, representatives, stall int) (storage.Expired, error)
+	// Idle lists the active transfers with no current peer whose last
+	// announce (or, never announced, activation) is more than timeout ago.
+	Idle(ctx context.Context, timeout time.Duration) ([]storage.InfoHash, error)
+	// DeactivateIdle retires h like Deactivate, but only if it is still
+	// idle as Idle(timeout) found it: the check and the retirement are one
+	// step, so a peer that announced meanwhile, to any process, keeps its
+	// transfer. storage.ErrNotFound when h is not active or not idle.
+	DeactivateIdle(ctx context.Context, h storage.InfoHash, timeout time.Duration) (string, error)
+	// AddSample records racks as the sample of the current period of the
+	// active transfer h, unless a process sampled this period already,
+	// and thins the timeline to at most keep samples. It also returns the
+	// latest sample at least refAge old, to judge progress against.
+	AddSample(ctx context.Context, h storage.InfoHash, period time.Duration, racks []storage.TimelineRack, keep int, refAge time.Duration) (storage.Sampled, error)
+	// Totals sums the active transfers' counters for the gauges, without
+	// reading their sets. It may read a replica.
+	Totals(ctx context.Context) (storage.Totals, error)
 }
 
 // Options are what a Server takes besides its config.
