@@ -164,8 +164,10 @@ func (s *Store) History(ctx context.Context) ([]Deactivated, error) {
 	return out, nil
 }
 
-// Active lists the active transfers' states, sorted by hash. It may read a
-// replica (sentinel.replica_reads).
+// Active lists the active transfers' states, sorted by hash, each read as
+// Transfer reads it, with the sums over its current peers' reports: a few
+// round trips per transfer and a read per current peer. Index is the cheap
+// listing. It may read a replica (sentinel.replica_reads).
 func (s *Store) Active(ctx context.Context) ([]TransferStats, error) {
 	hashes, err := s.activeHashes(ctx, s.read)
 	if err != nil {
@@ -216,27 +218,147 @@ func (s *Store) Racks(ctx context.Context) (map[string][]string, error) {
 	return out, err
 }
 
-// readStats reads the state of the transfer whose keys start with k, in two
-// round trips: the transfer's own keys and sets, then its current peers'
-// reports and its racks' sets. Cost follows the transfer's size.
+// readStats reads the state of the transfer whose keys start with k, with
+// the sums over its current peers' reports, in two round trips. Cost follows
+// the transfer's size.
 func readStats(ctx context.Context, c *redis.Client, k tkeys) (TransferStats, error) {
-	var t TransferStats
+	q := statsQuery{k: k}
 	p := c.Pipeline()
-	fields := p.MGet(ctx, k.field("name"), k.field("length"), k.field("registered"), k.field("deregistered"),
-		k.field("first_started"), k.field("last_started"), k.field("first_completed"), k.field("last_completed"),
-		k.field("last_announce"), k.field("completions"))
+	q.queue(ctx, p)
 	seeders := p.SMembers(ctx, k.peers(classSeeders))
 	leechers := p.SMembers(ctx, k.peers(classLeech))
-	reps := p.SCard(ctx, k.peers(classReps))
-	seen := p.SCard(ctx, k.peers(classSeen))
-	racks := p.SMembers(ctx, k.field("racks"))
 	if _, err := p.Exec(ctx); err != nil {
-		return t, err
+		return TransferStats{}, err
 	}
-	f := fields.Val()
+	current := append(seeders.Val(), leechers.Val()...)
+	p = c.Pipeline()
+	q.queueRacks(ctx, p)
+	reports := make([]*redis.SliceCmd, len(current))
+	for i, peer := range current {
+		ip := peerIP(peer)
+		reports[i] = p.MGet(ctx, k.peer(ip, peerUploaded), k.peer(ip, peerDownloaded), k.peer(ip, peerLeft))
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		return TransferStats{}, err
+	}
+	t := q.stats()
+	t.Seeders, t.Leechers = len(seeders.Val()), len(leechers.Val())
+	t.Left = 0
+	for _, r := range reports {
+		v := r.Val()
+		t.Uploaded += int64(atoi(v[0]))
+		t.Downloaded += int64(atoi(v[1]))
+		t.Left += int64(atoi(v[2]))
+	}
+	return t, nil
+}
+
+// Index lists the active transfers' states, sorted by hash, as an index of
+// them shows them: in three round trips whatever their number (the active
+// set; every transfer's own keys; every rack's sets), from the counters and
+// the per-rack sets only. Uploaded and Downloaded stay 0: they are sums
+// over the current peers' reports, a read per peer, which Transfer and
+// Active make. Left is the sum over the racks' leechers, as a seeder has
+// nothing left. It may read a replica (sentinel.replica_reads).
+func (s *Store) Index(ctx context.Context) ([]TransferStats, error) {
+	var out []TransferStats
+	err := s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+		hashes, err := c.SMembers(ctx, keyActiveTransfers).Result()
+		if err != nil {
+			return err
+		}
+		slices.Sort(hashes)
+		qs := make([]statsQuery, 0, len(hashes))
+		p := c.Pipeline()
+		for _, hs := range hashes {
+			h, err := ParseInfoHash(hs)
+			if err != nil {
+				continue
+			}
+			qs = append(qs, statsQuery{h: h, k: transferKeys(h)})
+			qs[len(qs)-1].queue(ctx, p)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			return err
+		}
+		p = c.Pipeline()
+		for i := range qs {
+			qs[i].queueRacks(ctx, p)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			return err
+		}
+		for i := range qs {
+			t := qs[i].stats()
+			if t.Registered == "" {
+				continue // deactivated meanwhile: its keys moved
+			}
+			t.InfoHash, t.Active = qs[i].h, true
+			out = append(out, t)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// statsQuery reads the state of one transfer, but for the sums over its
+// peers' reports, in two phases that may share pipelines with other
+// transfers': the transfer's own keys (queue), then its racks' sets
+// (queueRacks), whose names the first phase reads.
+type statsQuery struct {
+	h          InfoHash
+	k          tkeys
+	fields     *redis.SliceCmd
+	reps, seen *redis.IntCmd
+	racks      *redis.StringSliceCmd
+	rackNames  []string
+	rackCmds   []rackCmds
+}
+
+type rackCmds struct {
+	seeders, seen *redis.IntCmd
+	leechers      *redis.ZSliceCmd
+	reps          *redis.StringSliceCmd
+}
+
+// statsFields are the per-transfer string keys statsQuery reads, in the
+// order stats takes them apart.
+var statsFields = []string{
+	leafName, leafLength, leafRegistered, leafDeregistered,
+	leafFirstStarted, leafLastStarted, leafFirstCompleted, leafLastCompleted,
+	leafLastAnnounce, leafCompletions, leafComplete, leafIncomplete,
+}
+
+func (q *statsQuery) queue(ctx context.Context, p redis.Pipeliner) {
+	keys := make([]string, len(statsFields))
+	for i, f := range statsFields {
+		keys[i] = q.k.field(f)
+	}
+	q.fields = p.MGet(ctx, keys...)
+	q.reps = p.SCard(ctx, q.k.peers(classReps))
+	q.seen = p.SCard(ctx, q.k.peers(classSeen))
+	q.racks = p.SMembers(ctx, q.k.field(leafRacks))
+}
+
+func (q *statsQuery) queueRacks(ctx context.Context, p redis.Pipeliner) {
+	q.rackNames = q.racks.Val()
+	slices.Sort(q.rackNames)
+	q.rackCmds = make([]rackCmds, len(q.rackNames))
+	for i, r := range q.rackNames {
+		q.rackCmds[i] = rackCmds{
+			seeders:  p.SCard(ctx, q.k.rack(r, classSeeders)),
+			seen:     p.SCard(ctx, q.k.rack(r, classSeen)),
+			leechers: p.ZRangeWithScores(ctx, q.k.rack(r, rackLeft), 0, -1),
+			reps:     p.SMembers(ctx, q.k.rack(r, classReps)),
+		}
+	}
+}
+
+// stats assembles what both phases read.
+func (q *statsQuery) stats() TransferStats {
+	f := q.fields.Val()
 	str := func(i int) string { s, _ := f[i].(string); return s }
-	t.Name = str(0)
-	t.Length = -1
+	t := TransferStats{Name: str(0), Length: -1}
 	if n, err := strconv.ParseInt(str(1), 10, 64); err == nil {
 		t.Length = n
 	}
@@ -245,57 +367,26 @@ func readStats(ctx context.Context, c *redis.Client, k tkeys) (TransferStats, er
 	t.FirstCompleted, t.LastCompleted = str(6), str(7)
 	t.LastAnnounce = str(8)
 	t.Completions = atoi(f[9])
-	t.Seeders, t.Leechers = len(seeders.Val()), len(leechers.Val())
-	t.Representatives, t.PeersSeen = int(reps.Val()), int(seen.Val())
-
-	current := append(seeders.Val(), leechers.Val()...)
-	rackNames := racks.Val()
-	slices.Sort(rackNames)
-	p = c.Pipeline()
-	reports := make([]*redis.SliceCmd, len(current))
-	for i, peer := range current {
-		ip := peerIP(peer)
-		reports[i] = p.MGet(ctx, k.peer(ip, "uploaded"), k.peer(ip, "downloaded"), k.peer(ip, "left"))
-	}
-	type rackCmds struct {
-		seeders, seen *redis.IntCmd
-		leechers      *redis.ZSliceCmd
-		reps          *redis.StringSliceCmd
-	}
-	rc := make([]rackCmds, len(rackNames))
-	for i, r := range rackNames {
-		rc[i] = rackCmds{
-			seeders:  p.SCard(ctx, k.rack(r, classSeeders)),
-			seen:     p.SCard(ctx, k.rack(r, classSeen)),
-			leechers: p.ZRangeWithScores(ctx, k.rack(r, "left"), 0, -1),
-			reps:     p.SMembers(ctx, k.rack(r, classReps)),
-		}
-	}
-	if _, err := p.Exec(ctx); err != nil {
-		return t, err
-	}
-	for _, r := range reports {
-		v := r.Val()
-		t.Uploaded += int64(atoi(v[0]))
-		t.Downloaded += int64(atoi(v[1]))
-		t.Left += int64(atoi(v[2]))
-	}
-	for i, r := range rackNames {
+	t.Seeders, t.Leechers = atoi(f[10]), atoi(f[11])
+	t.Representatives, t.PeersSeen = int(q.reps.Val()), int(q.seen.Val())
+	for i, r := range q.rackNames {
+		c := q.rackCmds[i]
 		rs := RackStats{
 			Rack:            r,
-			Seeders:         int(rc[i].seeders.Val()),
-			PeersSeen:       int(rc[i].seen.Val()),
-			Representatives: rc[i].reps.Val(),
+			Seeders:         int(c.seeders.Val()),
+			PeersSeen:       int(c.seen.Val()),
+			Representatives: c.reps.Val(),
 		}
 		slices.Sort(rs.Representatives)
-		for j, z := range rc[i].leechers.Val() {
+		for j, z := range c.leechers.Val() {
 			if j == 0 { // ZRANGE: least left first
 				rs.MinLeft = int64(z.Score)
 			}
 			rs.Leechers++
 			rs.Left += int64(z.Score)
 		}
+		t.Left += rs.Left
 		t.Racks = append(t.Racks, rs)
 	}
-	return t, nil
+	return t
 }

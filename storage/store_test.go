@@ -3,7 +3,9 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -466,4 +468,76 @@ func TestCheckServer(t *testing.T) {
 			t.Errorf("checkServer(%q) = %v, want %q", tc.info, err, tc.want)
 		}
 	}
+}
+
+// TestIndex: the index read from counters and per-rack sets shows what the
+// per-transfer read shows, but for the per-peer byte sums it leaves out.
+func TestIndex(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		a, b := hash(0x41), hash(0x42)
+		if err := e.store.Register(ctx, a, "build.tar", 1000, nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range []Announce{
+			ann(a, "10.0.1.1:1", "r1", EventStarted, 0),
+			ann(a, "10.0.1.2:1", "r1", EventStarted, 700),
+			ann(a, "10.0.2.1:1", "r2", EventStarted, 900),
+			ann(a, "10.0.2.2:1", "r2", EventStarted, 300),
+			ann(a, "10.0.2.3:1", "r2", EventStarted, 500),
+			ann(a, "10.0.2.3:1", "r2", EventStopped, 500),
+			ann(b, "10.0.3.1:1", "r3", EventStarted, 50),
+		} {
+			mustAnnounce(t, e.store, x)
+		}
+		active, err := e.store.Active(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		index, err := e.store.Index(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(active) != 2 {
+			t.Fatalf("Active = %d transfers, want 2", len(active))
+		}
+		for i := range active {
+			active[i].Uploaded, active[i].Downloaded = 0, 0
+		}
+		if !reflect.DeepEqual(index, active) {
+			t.Errorf("Index =\n%+v\nwant Active without byte sums\n%+v", index, active)
+		}
+		if got := index[0]; got.Seeders != 1 || got.Leechers != 3 || got.Left != 1900 || len(got.Racks) != 2 {
+			t.Errorf("Index[0] = %+v, want 1 seeder, 3 leechers, 1900 left, 2 racks", got)
+		}
+	})
+}
+
+// TestIndexRoundTrips: the index costs three round trips, however many
+// transfers and peers there are.
+func TestIndexRoundTrips(t *testing.T) {
+	hook := &countHook{}
+	e := newRedis(t, []redis.Hook{hook})
+	for i := range 20 {
+		h := hash(byte(0x50 + i))
+		for j := range 5 {
+			mustAnnounce(t, e.store, ann(h, fmt.Sprintf("10.0.%d.%d:1", j, i+1), fmt.Sprintf("r%d", j), EventStarted, 100))
+		}
+	}
+	if _, err := e.store.Index(t.Context()); err != nil { // warms the connection pool
+		t.Fatal(err)
+	}
+	before := hook.calls.Load()
+	index, err := e.store.Index(t.Context())
+	if err != nil || len(index) != 20 {
+		t.Fatalf("Index = %d transfers, %v; want 20", len(index), err)
+	}
+	if n := hook.calls.Load() - before; n != 3 {
+		t.Errorf("Index of 20 transfers of 5 racks took %d round trips, want 3", n)
+	}
+	before = hook.calls.Load()
+	if _, err := e.store.Active(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Active, with the byte sums, took %d round trips", hook.calls.Load()-before)
 }

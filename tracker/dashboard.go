@@ -100,7 +100,9 @@ type dashBar struct {
 }
 
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
-	active, err := s.store.Active(r.Context())
+	// Index, not Active: the page shows no byte counts, and refreshes
+	// every 5 s in every open browser.
+	active, err := s.store.Index(r.Context())
 	if err != nil {
 		s.dashboardFailed(w, r, err)
 		return

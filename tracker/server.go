@@ -62,9 +62,14 @@ type TransferStore interface {
 	// Transfer returns the state of the active transfer h with its racks,
 	// read from the master so that it shows what was just written.
 	Transfer(ctx context.Context, h storage.InfoHash) (storage.TransferStats, error)
-	// Active lists every active transfer's state, sorted by hash. It may
-	// read a replica.
+	// Active lists every active transfer's state, sorted by hash, with the
+	// sums over its current peers' reports: a read per peer. It may read a
+	// replica.
 	Active(ctx context.Context) ([]storage.TransferStats, error)
+	// Index is Active without the byte sums (Uploaded and Downloaded stay
+	// 0), in three round trips whatever the number of transfers: what an
+	// index of them, or a pass over them, needs.
+	Index(ctx context.Context) ([]storage.TransferStats, error)
 	// History lists every deactivated run of every transfer, newest first.
 	History(ctx context.Context) ([]storage.Deactivated, error)
 	// Racks returns every rack ever seen with its hosts, both sorted. It

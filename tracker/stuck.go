@@ -195,7 +195,7 @@ func (o *ops) forget(active map[storage.InfoHash]bool) {
 // its racks.
 func (s *Server) sample(ctx context.Context) {
 	tc := s.cfg.Transfers
-	active, err := s.store.Active(ctx)
+	active, err := s.store.Index(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.ops.samples.WithLabelValues("error").Inc()
