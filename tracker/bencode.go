@@ -86,6 +86,8 @@ func announcePeersSize(peers []handoutPeer, compact bool) int {
 	return 96 * len(peers)
 }
 
+// appendCompactPeers appends the IPv4 peers as "peers" (BEP 23) and the
+// IPv6 ones, if any, as "peers6" (BEP 7).
 func appendCompactPeers(dst []byte, peers []handoutPeer) []byte {
 	n4, n6 := 0, 0
 	for _, p := range peers {
@@ -96,26 +98,28 @@ func appendCompactPeers(dst []byte, peers []handoutPeer) []byte {
 			n6++
 		}
 	}
-	dst = append(dst, "5:peers"...)
-	dst = strconv.AppendInt(dst, int64(6*n4), 10)
-	dst = append(dst, ':')
-	for _, p := range peers {
-		if a := p.Addr.Addr().Unmap(); a.Is4() {
-			ip := a.As4()
-			dst = append(dst, ip[:]...)
-			dst = binary.BigEndian.AppendUint16(dst, p.Addr.Port())
-		}
-	}
+	dst = appendCompactFamily(dst, "5:peers", peers, n4, false)
 	if n6 == 0 {
 		return dst
 	}
-	dst = append(dst, "6:peers6"...)
-	dst = strconv.AppendInt(dst, int64(18*n6), 10)
+	return appendCompactFamily(dst, "6:peers6", peers, n6, true)
+}
+
+// appendCompactFamily appends key and the n peers of one address family as
+// one string of address and port entries: 6 bytes each for IPv4, 18 for
+// IPv6.
+func appendCompactFamily(dst []byte, key string, peers []handoutPeer, n int, v6 bool) []byte {
+	size := 6
+	if v6 {
+		size = 18
+	}
+	dst = append(dst, key...)
+	dst = strconv.AppendInt(dst, int64(size*n), 10)
 	dst = append(dst, ':')
 	for _, p := range peers {
-		if a := p.Addr.Addr().Unmap(); a.Is6() {
-			ip := a.As16()
-			dst = append(dst, ip[:]...)
+		if a := p.Addr.Addr().Unmap(); v6 && a.Is6() || !v6 && a.Is4() {
+			dst, _ = a.WithZone("").AppendBinary(dst) // 4 or 16 bytes: no zone
+
 			dst = binary.BigEndian.AppendUint16(dst, p.Addr.Port())
 		}
 	}
