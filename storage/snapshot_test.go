@@ -329,7 +329,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if d := diffKeyspace(keyspace(t, storeClient(r.store)), want); d != "" {
 		t.Errorf("keyspace after reopening differs:\n%s", d)
 	}
-	if got, err := r.store.Torrent(ctx, hash(0xa1)); err != nil || !bytes.Equal(got, torrentBytes) {
+	if got, _, err := r.store.Torrent(ctx, hash(0xa1)); err != nil || !bytes.Equal(got, torrentBytes) {
 		t.Errorf("Torrent after reopening = %q, %v; want the registered bytes", got, err)
 	}
 	if err := r.store.Snapshot(ctx); err != nil {

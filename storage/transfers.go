@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"strconv"
 	"time"
@@ -207,22 +206,26 @@ func atoi(v any) int {
 	return n
 }
 
-// Torrent returns the .torrent kept for an active transfer; ErrNotFound
-// when the transfer is not active or was activated without one.
-func (s *Store) Torrent(ctx context.Context, h InfoHash) ([]byte, error) {
-	var b []byte
-	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+// Torrent returns the .torrent kept for an active transfer, with the name
+// registration stored beside it (its metainfo's), in one round trip;
+// ErrNotFound when the transfer is not active or was activated without one.
+func (s *Store) Torrent(ctx context.Context, h InfoHash) (torrent []byte, name string, err error) {
+	var v []any
+	k := transferKeys(h)
+	err = s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 		var err error
-		b, err = c.Get(ctx, transferKeys(h).field("torrent")).Bytes()
-		if errors.Is(err, redis.Nil) {
-			return nil
-		}
+		v, err = c.MGet(ctx, k.field(leafTorrent), k.field(leafName)).Result()
 		return err
 	})
-	if err == nil && len(b) == 0 {
-		return nil, ErrNotFound
+	if err != nil {
+		return nil, "", err
 	}
-	return b, err
+	b, _ := v[0].(string)
+	name, _ = v[1].(string)
+	if b == "" {
+		return nil, "", ErrNotFound
+	}
+	return []byte(b), name, nil
 }
 
 // Totals are the sizes of all active transfers together.

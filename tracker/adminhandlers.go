@@ -145,7 +145,7 @@ func (s *Server) serveTorrent(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	b, err := s.store.Torrent(r.Context(), h)
+	b, name, err := s.store.Torrent(r.Context(), h)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no .torrent for %s: the transfer is not active, or was activated by an announce rather than registered", h))
@@ -156,24 +156,22 @@ func (s *Server) serveTorrent(w http.ResponseWriter, r *http.Request) {
 	}
 	hd := w.Header()
 	hd.Set("Content-Type", "application/x-bittorrent")
-	hd.Set("Content-Disposition", contentDisposition(b, h))
+	hd.Set("Content-Disposition", contentDisposition(name, h))
 	hd.Set("Content-Length", strconv.Itoa(len(b)))
 	hd.Set("Cache-Control", "no-store")
 	w.Write(b)
 }
 
-// contentDisposition names the download after the torrent: "<name>.torrent",
-// the name made safe as a file name; "<hash>.torrent" when it has none.
-func contentDisposition(b []byte, h storage.InfoHash) string {
-	name := ""
-	if t, err := parseTorrent(b); err == nil {
-		name = strings.Map(func(r rune) rune {
-			if r < 0x20 || r == 0x7f || r == '/' || r == '\\' {
-				return '_'
-			}
-			return r
-		}, strings.TrimSpace(t.name))
-	}
+// contentDisposition names the download after the transfer: "<name>.torrent",
+// the name (stored from the metainfo at registration) made safe as a file
+// name; "<hash>.torrent" when it has none.
+func contentDisposition(name string, h storage.InfoHash) string {
+	name = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '/' || r == '\\' {
+			return '_'
+		}
+		return r
+	}, strings.TrimSpace(name))
 	if name == "" || name == "." || name == ".." {
 		name = h.String()
 	}

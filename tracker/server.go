@@ -75,10 +75,11 @@ type TransferStore interface {
 	// Racks returns every rack ever seen with its hosts, both sorted. It
 	// may read a replica.
 	Racks(ctx context.Context) (map[string][]string, error)
-	// Torrent returns the .torrent kept for the active transfer h;
+	// Torrent returns the .torrent kept for the active transfer h, with
+	// the name stored at registration, in one round trip;
 	// storage.ErrNotFound also when h was activated by an announce, without
-	// one.
-	Torrent(ctx context.Context, h storage.InfoHash) ([]byte, error)
+	// a .torrent.
+	Torrent(ctx context.Context, h storage.InfoHash) (torrent []byte, name string, err error)
 	// Timeline returns the samples of h, oldest first: of the active
 	// transfer when run is "", else of its run deactivated at run (a
 	// datetime History returned). A transfer without samples has an empty
