@@ -116,16 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		hs := &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    32 << 10,
-			ErrorLog:          slog.NewLogLogger(logHandler, slog.LevelWarn),
-		}
-		listeners = append(listeners, listener{name, hs, ln})
+		listeners = append(listeners, listener{name, tracker.HTTPServer(h, log), ln})
 		return nil
 	}
 	if err := listen("listen", cfg.Listen, srv.Handler()); err != nil {

@@ -83,15 +83,7 @@ func serveChild(raw string, stdin io.Reader, stdout, stderr io.Writer) error {
 		store.Close(ctx)
 		return err
 	}
-	hs := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	hs := tracker.HTTPServer(mux, log) // as main.go serves it
 	bg, stopBG := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.Run(bg) })
