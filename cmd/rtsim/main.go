@@ -235,6 +235,7 @@ type result struct {
 	rackOf       []int
 	unfinished   int
 	announces    int
+	failed       int
 	wall         time.Duration
 }
 
@@ -269,8 +270,8 @@ func (r result) String() string {
 	if r.kill {
 		k = " (representatives leave)"
 	}
-	return fmt.Sprintf("%dx%d %g:1 handout=%s%s: copies mean %.2f max %.2f; last %.1fs median %.1fs rack spread %.1fs; %d unfinished; %d announces; wall %s",
-		r.racks, r.hosts, r.ratio, r.handout, k, r.meanCopies(), slices.Max(r.copies), last, med, spread, r.unfinished, r.announces, r.wall.Round(time.Second))
+	return fmt.Sprintf("%dx%d %g:1 handout=%s%s: copies mean %.2f max %.2f; last %.1fs median %.1fs rack spread %.1fs; %d unfinished; %d announces (%d failed); wall %s",
+		r.racks, r.hosts, r.ratio, r.handout, k, r.meanCopies(), slices.Max(r.copies), last, med, spread, r.unfinished, r.announces, r.failed, r.wall.Round(time.Second))
 }
 
 func table(rs []result) string {
@@ -350,6 +351,7 @@ type world struct {
 	cross   []float64 // bytes that entered each rack from another
 	cad     cadence
 	ann     int
+	failed  int // announces answered with a failure reason
 	killed  map[int]bool
 }
 
@@ -478,7 +480,7 @@ func simulate(ctx context.Context, o options, ratio float64, handout string, kil
 			fmt.Fprintf(stderr, "  t=%.1fs: %d leechers left, %d flows, %d announces\n", t, remaining, len(w.flows), w.ann)
 		}
 	}
-	res := result{racks: o.racks, hosts: o.hosts, ratio: ratio, handout: handout, kill: kill, announces: w.ann}
+	res := result{racks: o.racks, hosts: o.hosts, ratio: ratio, handout: handout, kill: kill, announces: w.ann, failed: w.failed}
 	for r := 1; r <= o.racks; r++ {
 		res.copies = append(res.copies, w.cross[r]/float64(o.payload))
 	}
@@ -526,7 +528,11 @@ func (w *world) announce(ctx context.Context, i int32) error {
 		return fmt.Errorf("announce of %s: %w (%q)", h.addr, err, rec.Body.String())
 	}
 	if resp.Failure != "" {
-		return fmt.Errorf("announce of %s: failure %q", h.addr, resp.Failure)
+		// As a client does: try again at the interval the failure carries
+		// (a loaded machine can make the store miss its deadline).
+		w.failed++
+		h.next = w.now() + max(float64(resp.MinInterval), 1)
+		return nil
 	}
 	stopping := h.event == "stopped"
 	h.event = ""

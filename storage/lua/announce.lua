@@ -97,7 +97,14 @@ if event == K.ev.started then
   redis.call('SETNX', K.field(h, K.t.first_started), now)
   mset[#mset + 1] = K.field(h, K.t.last_started)
   mset[#mset + 1] = now
-elseif event == K.ev.completed then
+end
+-- A completion counts once, when the peer reaches left=0, whether or not it
+-- says "completed" (rtorrent and anacrolix never do): a leecher that now
+-- reports left=0, or a "completed" from a peer the transfer has no record
+-- of. A second "completed", or one from a peer that was a seeder already,
+-- counts nothing.
+local finished = seeder and ((oldleft and tonumber(oldleft) > 0) or (not oldleft and event == K.ev.completed))
+if finished then
   redis.call('SETNX', K.field(h, K.t.first_completed), now)
   mset[#mset + 1] = K.field(h, K.t.last_completed)
   mset[#mset + 1] = now
