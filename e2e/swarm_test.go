@@ -78,9 +78,13 @@ func TestSwarmDownload(t *testing.T) {
 	if st.Representatives != 2 || st.PeersSeen != 3 || st.Left != 0 {
 		t.Errorf("at the end: %d representatives, %d peers seen, %d bytes left; want 2, 3, 0", st.Representatives, st.PeersSeen, st.Left)
 	}
-	// Not asserted: the count of "completed" events, which this client never
-	// sends (so scrape's "downloaded" stays 0 for a swarm of it).
-	t.Logf("tracker at the end: %d seeders, %d representatives, %d completed events", st.Seeders, st.Representatives, st.Completions)
+	// This client never sends "completed"; each leecher's announce with
+	// left=0 counts as its completion, once (the origin seeder, complete from
+	// its first announce, is no completion).
+	if st.Completions != 2 {
+		t.Errorf("at the end: %d completions, want 2 (one per leecher, without \"completed\" events)", st.Completions)
+	}
+	t.Logf("tracker at the end: %d seeders, %d representatives, %d completions", st.Seeders, st.Representatives, st.Completions)
 }
 
 // Sizes of TestCrossRackTraffic's swarm: racks 2..leecherRacks+1 hold the
