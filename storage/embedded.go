@@ -127,11 +127,7 @@ func (s *Store) openEmbedded(opts Options) error {
 // snapshots are written, so that a directory that would refuse them stops
 // the start rather than every snapshot after it.
 func checkWritable(path string) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, base+".tmp*")
+	f, _, err := tempBeside(path)
 	if err != nil {
 		return err
 	}

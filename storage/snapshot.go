@@ -276,17 +276,25 @@ func readSnapshot(path string) ([]record, bool, error) {
 	return recs, true, err
 }
 
+// tempBeside creates a temporary file in the directory of path (the
+// working directory when path names none), named after it, so that a
+// rename puts it in path's place atomically.
+func tempBeside(path string) (f *os.File, dir string, err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err = os.CreateTemp(dir, base+".tmp*")
+	return f, dir, err
+}
+
 // writeSnapshot replaces the file at path with recs so that the file is
 // always either the old snapshot or the new one, whole: the new one is
 // written to a temporary file in the same directory, synced, renamed over
 // the old one, and the directory is synced so that the rename survives a
 // power cut. wrap, for tests, stands between the encoder and the file.
 func writeSnapshot(path string, recs []record, wrap func(io.Writer) io.Writer) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, base+".tmp*")
+	f, dir, err := tempBeside(path)
 	if err != nil {
 		return err
 	}
