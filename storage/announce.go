@@ -30,6 +30,10 @@ type Announce struct {
 	// AllowUnregistered activates an unknown transfer on its first announce;
 	// otherwise such an announce gets ErrNotRegistered and writes nothing.
 	AllowUnregistered bool
+	// MaxUnregistered caps the active transfers activated by announces
+	// alone: past it, such an announce gets ErrTooManyUnregistered. Zero
+	// means no cap.
+	MaxUnregistered int
 	// Representatives is the most representatives a rack may hold, Stall the
 	// announces without progress after which one loses the role.
 	Representatives int
@@ -153,6 +157,10 @@ type Swarm struct {
 	// Stages holds the candidates of Plan.Stages(Role, Escape), stage by
 	// stage; nil when nothing was sampled.
 	Stages [][]Peer
+	// SharedIP is set when another client (another peer_id) was current on
+	// the asker's IP: peers are keyed by IP, so two clients behind one
+	// address (NAT, containers) replace each other.
+	SharedIP bool
 }
 
 // The announce script's arguments (ARGV) and reply, declared once: the Lua
@@ -183,6 +191,7 @@ const (
 	argPlanSeeder
 	argPeerIDs
 	argSeed
+	argMaxUnregistered
 	numArgs
 )
 
@@ -193,6 +202,7 @@ var argNames = [numArgs]string{
 	argClock: "clock", argAllow: "allow", argReps: "reps", argStall: "stall",
 	argNumwant: "numwant", argPlanLeecher: "plan_leecher", argPlanEscape: "plan_escape",
 	argPlanRep: "plan_rep", argPlanSeeder: "plan_seeder", argPeerIDs: "peer_ids", argSeed: "seed",
+	argMaxUnregistered: "max_unregistered",
 }
 
 // Reply: a fixed head, then one array per sampled stage.
@@ -204,20 +214,23 @@ const (
 	replyEscape
 	replyElected
 	replyDemoted
+	replyShared // 1: another client was current on the asker's IP
 	replyStages // first stage; the others follow
 )
 
 var replyNames = [replyStages + 1]string{
 	replyStatus: "status", replyComplete: "complete", replyIncomplete: "incomplete",
 	replyRole: "role", replyEscape: "escape", replyElected: "elected", replyDemoted: "demoted",
-	replyStages: "stages",
+	replyShared: "shared", replyStages: "stages",
 }
 
 // Statuses of the reply.
 const (
 	statusOK           = "ok"
 	statusUnregistered = "unregistered"
-	statusUnknown      = "unknown" // stopped for an inactive transfer
+	statusUnknown      = "unknown"     // stopped for an inactive transfer
+	statusDeactivated  = "deactivated" // seen, not active
+	statusFull         = "full"        // too many transfers announces alone activated
 )
 
 // announcePrelude declares, in Lua, the names above: A.<arg>, R.<reply
@@ -236,8 +249,8 @@ func announcePrelude() string {
 		fmt.Fprintf(&b, "%s = %d", n, i+1)
 	}
 	b.WriteString("})\n")
-	fmt.Fprintf(&b, "local ST = strict({ok = %s, unregistered = %s, unknown = %s})\n",
-		luaQuote(statusOK), luaQuote(statusUnregistered), luaQuote(statusUnknown))
+	fmt.Fprintf(&b, "local ST = strict({ok = %s, unregistered = %s, unknown = %s, deactivated = %s, full = %s})\n",
+		luaQuote(statusOK), luaQuote(statusUnregistered), luaQuote(statusUnknown), luaQuote(statusDeactivated), luaQuote(statusFull))
 	fmt.Fprintf(&b, "local ROLE = strict({leecher = %s, rep = %s, seeder = %s, stopped = %s})\n",
 		luaQuote(string(RoleLeecher)), luaQuote(string(RoleRepresentative)), luaQuote(string(RoleSeeder)), luaQuote(string(RoleStopped)))
 	b.WriteString("local CL = strict({")
@@ -283,6 +296,7 @@ func (s *Store) Announce(ctx context.Context, a Announce) (Swarm, error) {
 	args[argPeerIDs] = flag(a.PeerIDs)
 	// Redis seeds the scripts' math.random alike for every run.
 	args[argSeed] = rand.Uint32()
+	args[argMaxUnregistered] = max(a.MaxUnregistered, 0)
 	var res []any
 	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 		v, err := scriptAnnounce.Run(ctx, c, nil, args...).Slice()
@@ -297,6 +311,10 @@ func (s *Store) Announce(ctx context.Context, a Announce) (Swarm, error) {
 	case statusOK:
 	case statusUnregistered:
 		return Swarm{}, ErrNotRegistered
+	case statusDeactivated:
+		return Swarm{}, ErrDeactivated
+	case statusFull:
+		return Swarm{}, ErrTooManyUnregistered
 	case statusUnknown:
 		return Swarm{Role: RoleStopped}, nil
 	default:
@@ -312,6 +330,7 @@ func (s *Store) Announce(ctx context.Context, a Announce) (Swarm, error) {
 		Elected:    int(asInt(res[replyElected])),
 		Demoted:    int(asInt(res[replyDemoted])),
 		Escape:     asInt(res[replyEscape]) == 1,
+		SharedIP:   asInt(res[replyShared]) == 1,
 	}
 	if r, _ := res[replyRole].(string); len(r) == 1 {
 		sw.Role = Role(r[0])

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -107,7 +108,10 @@ func (c Config) Validate() error {
 	}
 	sen := c.Redis.Sentinel
 	if c.Backend == BackendRedis && !sen.Enabled() {
-		if _, _, err := splitAddr(c.Redis.Addr); err != nil {
+		if strings.Contains(c.Redis.Addr, "://") || strings.Contains(c.Redis.Addr, "@") {
+			// Never echo it: a URL may carry the password.
+			bad("redis.addr", "want host:port, got a URL (%s); put the host:port here and any user and password in storage.redis.username and storage.redis.password", RedactAddr(c.Redis.Addr))
+		} else if _, _, err := splitAddr(c.Redis.Addr); err != nil {
 			bad("redis.addr", "%v", err)
 		}
 	}
@@ -151,6 +155,20 @@ func (c Config) Validate() error {
 		}
 	}
 	return errs.Err()
+}
+
+// RedactAddr is addr fit for a message: whatever precedes an "@" (a URL's
+// user and password) is replaced, so that no secret is printed.
+func RedactAddr(addr string) string {
+	i := strings.LastIndex(addr, "@")
+	if i < 0 {
+		return addr
+	}
+	scheme := ""
+	if j := strings.Index(addr, "://"); j >= 0 && j < i {
+		scheme = addr[:j+3]
+	}
+	return scheme + "xxxxx@" + addr[i+1:]
 }
 
 // splitAddr splits host:port and insists on a port.

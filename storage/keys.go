@@ -20,6 +20,7 @@ import (
 //	rack:<rack>                          set     announce (hostname, else IP)
 //	transfers                            set     announce, register
 //	active_transfers                     set     announce, register, deactivate
+//	deactivations                        zset    deactivate: <datetime>:<hash> of every retired run -> its time (unix ms); prune
 //	<hash>:peers:N|R|S|L                 set     announce, expire (R: election)
 //	<hash>:rack:<rack>:N|R|S             set     announce, expire (R: election)
 //	<hash>:length, :name                 string  register
@@ -42,17 +43,19 @@ import (
 //	<hash>:complete, :incomplete         string  announce: sizes of peers:S and peers:L (SCARD sorts on miniredis)
 //	<hash>:completions                   string  announce: count of completed events (scrape "downloaded")
 //	<hash>:peer:<ip>:stalls              string  announce: announces of a representative without progress (paused: the limit)
-//	<hash>:deactivations                 set     deactivate: datetimes under which this hash's keys were renamed
 //	<hash>:timeline                      zset    sample: per-rack progress, one member per period (timeline.go)
 //
-// <hash>:deactivations is the one key deactivation does not rename: it is the
-// index that finds the renamed keys without a keyspace scan.
+// deactivations (SPEC section 3) is the index that finds the renamed runs
+// without a keyspace scan, so that after deactivation no key starts with the
+// hash. Before it, each hash kept its own index, <hash>:deactivations (a set
+// of datetimes); Open moves those into deactivations.
 
 // Global keys.
 const (
 	keyRacks           = "racks"
 	keyTransfers       = "transfers"
 	keyActiveTransfers = "active_transfers"
+	keyDeactivations   = "deactivations"
 	keyRackPrefix      = "rack:"
 )
 
@@ -81,7 +84,7 @@ const (
 	leafCompletions    = "completions"
 	leafSeen           = "seen"
 	leafRacks          = "racks"
-	leafDeactivations  = "deactivations"
+	leafDeactivations  = "deactivations" // the per-hash index of older versions
 	leafTimeline       = "timeline"
 )
 
@@ -225,9 +228,13 @@ func (k tkeys) peer(ip, leaf string) string { return string(k) + ":" + segPeer +
 func (k tkeys) event(ip, event string) string {
 	return k.peer(ip, peerEvent+":"+event)
 }
-func (k tkeys) deactivations() string { return k.field(leafDeactivations) }
 
-// archived is the prefix deactivation renames a transfer's keys under.
+// legacyDeactivations is the per-hash history index of older versions,
+// which Open migrates into deactivations.
+func (k tkeys) legacyDeactivations() string { return k.field(leafDeactivations) }
+
+// archived is the prefix deactivation renames a transfer's keys under; it is
+// also the run's member of deactivations.
 func archived(h InfoHash, at string) tkeys { return tkeys(at + ":" + h.String()) }
 
 // luaKeys is the Lua half of this file: the same builders for scripts. Every
@@ -243,7 +250,8 @@ end
 K.racks = ` + luaQuote(keyRacks) + `
 K.transfers = ` + luaQuote(keyTransfers) + `
 K.active = ` + luaQuote(keyActiveTransfers) + `
-K.t = strict({` + luaNames(transferFields...) + `, ` + luaNames(leafSeen, leafRacks, leafDeactivations, leafTimeline) + `})
+K.deactivations = ` + luaQuote(keyDeactivations) + `
+K.t = strict({` + luaNames(transferFields...) + `, ` + luaNames(leafSeen, leafRacks, leafTimeline) + `})
 K.c = strict({seen = ` + luaQuote(classSeen) + `, reps = ` + luaQuote(classReps) +
 	`, seeders = ` + luaQuote(classSeeders) + `, leechers = ` + luaQuote(classLeech) + `})
 K.r = strict({` + luaNames(rackLeft, rackSince, rackStalls) + `})
@@ -254,7 +262,6 @@ function K.peers(h, class) return h .. ` + luaQuote(":"+segPeers+":") + ` .. cla
 function K.rackset(h, rack, leaf) return h .. ` + luaQuote(":"+segRack+":") + ` .. rack .. ':' .. leaf end
 function K.peer(h, ip, leaf) return h .. ` + luaQuote(":"+segPeer+":") + ` .. ip .. ':' .. leaf end
 function K.event(h, ip, event) return K.peer(h, ip, ` + luaQuote(peerEvent+":") + ` .. event) end
-function K.deactivations(h) return K.field(h, K.t.deactivations) end
 function K.archived(at, h) return at .. ':' .. h end
 -- peer strings: ip:port, IPv6 as [ip]:port
 function K.peerstr(ip, port)

@@ -340,7 +340,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 	// The restored store is a live one: announces, history and scripts work.
 	mustAnnounce(t, r.store, ann(hash(0xa1), "10.1.0.10:1", "r1", EventStarted, 5))
-	if hist, err := r.store.History(ctx); err != nil || len(hist) != 1 || hist[0].Stats.InfoHash != hash(0xc3) {
+	if hist, _, err := r.store.History(ctx, 10, ""); err != nil || len(hist) != 1 || hist[0].Stats.InfoHash != hash(0xc3) {
 		t.Errorf("History after reopening = %+v, %v; want the deactivated transfer", hist, err)
 	}
 }
@@ -744,6 +744,10 @@ func TestSnapshotRebuild(t *testing.T) {
 			t.Fatalf("Deactivate: %v", err)
 		}
 		e.clock.Advance(time.Second)
+		// A deactivated transfer takes announces again once registered.
+		if err := s.Register(ctx, h, "x", 1, nil); err != nil {
+			t.Fatalf("Register: %v", err)
+		}
 	}
 	mustAnnounce(t, s, ann(h, "10.9.0.1:1", "r1", EventStarted, 100))
 

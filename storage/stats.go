@@ -1,11 +1,12 @@
 package storage
 
 import (
-	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -104,64 +105,161 @@ type Deactivated struct {
 	Stats TransferStats
 }
 
-// History lists every deactivated run of every transfer, newest first. Its
-// cost follows the number of transfers ever seen and of their runs. Each run
-// is read in calls of its own, so that a long history never holds the store
-// (and, behind a waiting snapshot, every announce) for its whole length.
-func (s *Store) History(ctx context.Context) ([]Deactivated, error) {
-	type run struct {
-		h  InfoHash
-		at string
+// Cursor names the run in the history, "<datetime>:<hash>", the prefix of
+// its keys and its member of deactivations: History lists the runs after
+// it.
+func (d Deactivated) Cursor() string { return string(archived(d.Stats.InfoHash, d.At)) }
+
+// History lists deactivated runs newest first: at most limit of them, after
+// the run whose Cursor is after ("" for the newest). next is the cursor to
+// pass for the following page, "" after the last. A cursor that is not
+// "<datetime>:<hash>" gets ErrBadCursor; one whose run was pruned meanwhile
+// still pages on from its place. The index is the sorted set deactivations,
+// so the cost follows the page, not the history. Each run is read in calls
+// of its own, so that a long page never holds the store (and, behind a
+// waiting snapshot, every announce) for its whole length.
+func (s *Store) History(ctx context.Context, limit int, after string) (runs []Deactivated, next string, err error) {
+	if limit <= 0 {
+		return nil, "", nil
 	}
-	var runs []run
-	err := s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
-		hashes, err := c.SMembers(ctx, keyTransfers).Result()
-		if err != nil {
+	var members []string
+	if after == "" {
+		err = s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+			var err error
+			members, err = c.ZRevRangeByScore(ctx, keyDeactivations, &redis.ZRangeBy{Min: "-inf", Max: "+inf", Count: int64(limit) + 1}).Result()
 			return err
+		})
+	} else {
+		_, t, ok := parseRun(after)
+		if !ok {
+			return nil, "", fmt.Errorf("%w: %q: want <datetime>:<hash> as a page's next gave it", ErrBadCursor, shortText(after))
 		}
+		score := strconv.FormatInt(t.UnixMilli(), 10)
+		err = s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+			p := c.Pipeline()
+			ties := p.ZRevRangeByScore(ctx, keyDeactivations, &redis.ZRangeBy{Min: score, Max: score})
+			older := p.ZRevRangeByScore(ctx, keyDeactivations, &redis.ZRangeBy{Min: "-inf", Max: "(" + score, Count: int64(limit) + 1})
+			if _, err := p.Exec(ctx); err != nil {
+				return err
+			}
+			// Equal scores come in descending member order, as the
+			// whole index does: the ties after the cursor, then older.
+			for _, m := range ties.Val() {
+				if m < after {
+					members = append(members, m)
+				}
+			}
+			members = append(members, older.Val()...)
+			return nil
+		})
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if len(members) > limit {
+		members = members[:limit]
+		next = members[limit-1]
+	}
+	runs = make([]Deactivated, 0, len(members))
+	for _, m := range members {
+		h, t, ok := parseRun(m)
+		if !ok {
+			continue // not a run's prefix: written by hand
+		}
+		var st TransferStats
+		err = s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
+			var err error
+			st, err = readStats(ctx, c, tkeys(m))
+			return err
+		})
+		if err != nil {
+			return nil, "", err
+		}
+		st.InfoHash = h
+		runs = append(runs, Deactivated{At: FormatTime(t), Stats: st})
+	}
+	return runs, next, nil
+}
+
+// parseRun reads a run's name, <datetime>:<hash>; the datetime holds colons
+// of its own, the hash is the last 40 characters.
+func parseRun(run string) (InfoHash, time.Time, bool) {
+	n := len(run) - 41
+	if n <= 0 || run[n] != ':' {
+		return InfoHash{}, time.Time{}, false
+	}
+	h, err := ParseInfoHash(run[n+1:])
+	if err != nil || strings.ToUpper(run[n+1:]) != run[n+1:] {
+		return InfoHash{}, time.Time{}, false
+	}
+	t, err := ParseTime(run[:n])
+	if err != nil || FormatTime(t) != run[:n] {
+		return InfoHash{}, time.Time{}, false
+	}
+	return h, t, true
+}
+
+// shortText cuts a text for an error message.
+func shortText(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
+
+// migrateDeactivations moves the per-hash history indexes of older
+// versions (<hash>:deactivations, a set of datetimes) into the global
+// deactivations, so that no key starts with a retired hash (SPEC section
+// 3). Open runs it; it is idempotent, and its cost follows the number of
+// transfers ever seen, once per start.
+func (s *Store) migrateDeactivations(ctx context.Context) error {
+	var hashes []string
+	err := s.do(ctx, bulkTimeout, func(ctx context.Context, c *redis.Client) error {
+		var err error
+		hashes, err = c.SMembers(ctx, keyTransfers).Result()
+		return err
+	})
+	if err != nil || len(hashes) == 0 {
+		return err
+	}
+	moved := 0
+	err = s.do(ctx, bulkTimeout, func(ctx context.Context, c *redis.Client) error {
 		p := c.Pipeline()
 		sets := make([]*redis.StringSliceCmd, len(hashes))
 		for i, h := range hashes {
-			sets[i] = p.SMembers(ctx, tkeys(h).deactivations())
+			sets[i] = p.SMembers(ctx, tkeys(h).legacyDeactivations())
 		}
 		if _, err := p.Exec(ctx); err != nil {
 			return err
 		}
-		for i, hs := range hashes {
-			h, err := ParseInfoHash(hs)
-			if err != nil {
+		for i, h := range hashes {
+			ats := sets[i].Val()
+			if len(ats) == 0 {
 				continue
 			}
-			for _, at := range sets[i].Val() {
-				runs = append(runs, run{h, at})
+			_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				for _, at := range ats {
+					t, err := ParseTime(at)
+					if err != nil {
+						continue // not ours: written by hand
+					}
+					p.ZAdd(ctx, keyDeactivations, redis.Z{Score: float64(t.UnixMilli()), Member: at + ":" + h})
+				}
+				p.Del(ctx, tkeys(h).legacyDeactivations())
+				return nil
+			})
+			if err != nil {
+				return err
 			}
+			moved += len(ats)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
+	if moved > 0 {
+		s.dirty.Store(true)
+		s.log.Info("moved the history index into deactivations", "runs", moved)
 	}
-	out := make([]Deactivated, 0, len(runs))
-	for _, r := range runs {
-		var st TransferStats
-		err := s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
-			var err error
-			st, err = readStats(ctx, c, archived(r.h, r.at))
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		st.InfoHash = r.h
-		out = append(out, Deactivated{At: r.at, Stats: st})
-	}
-	slices.SortFunc(out, func(a, b Deactivated) int {
-		if a.At != b.At {
-			return -cmp.Compare(a.At, b.At)
-		}
-		return cmp.Compare(a.Stats.InfoHash.String(), b.Stats.InfoHash.String())
-	})
-	return out, nil
+	return err
 }
 
 // Active lists the active transfers' states, sorted by hash, each read as

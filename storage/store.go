@@ -34,6 +34,19 @@ var ErrUnavailable = errors.New("storage unavailable")
 // unregistered transfers are not allowed.
 var ErrNotRegistered = errors.New("transfer not registered")
 
+// ErrDeactivated is returned by Announce for a transfer that was
+// deactivated (seen, not active): it stays retired until registered again.
+var ErrDeactivated = errors.New("transfer deactivated")
+
+// ErrTooManyUnregistered is returned by Announce for an unknown transfer
+// while Announce.MaxUnregistered transfers activated by announces are
+// active.
+var ErrTooManyUnregistered = errors.New("too many unregistered transfers")
+
+// ErrBadCursor is returned by History for an after cursor that names no
+// run.
+var ErrBadCursor = errors.New("bad history cursor")
+
 // ErrExists is returned by Register for a transfer that is active already.
 var ErrExists = errors.New("transfer already active")
 
@@ -69,6 +82,7 @@ var (
 	scriptDeactivate = loadScript("deactivate", "")
 	scriptActivate   = loadScript("activate", "")
 	scriptTimeline   = loadScript("timeline", "")
+	scriptPrune      = loadScript("prune", "")
 )
 
 // Options are what the store takes besides its Config.
@@ -129,6 +143,10 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if err := s.migrateDeactivations(ctx); err != nil {
+		s.Close(ctx)
+		return nil, fmt.Errorf("move the history index into %s: %w", keyDeactivations, err)
 	}
 	return s, nil
 }
@@ -198,7 +216,7 @@ func (s *Store) newFailoverClient(replica bool) *redis.Client {
 
 func (s *Store) openRedis(ctx context.Context) error {
 	r := s.cfg.Redis
-	where := "redis at " + r.Addr
+	where := "redis at " + RedactAddr(r.Addr)
 	if r.Sentinel.Enabled() {
 		where = fmt.Sprintf("redis master %q through sentinels %s", r.Sentinel.Master, strings.Join(r.Sentinel.Addrs, ","))
 		s.rdb = s.newFailoverClient(false)
@@ -221,10 +239,16 @@ func (s *Store) openRedis(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	info, err := s.rdb.Info(ctx, "server", "cluster").Result()
-	if err != nil {
-		closeAll()
-		return fmt.Errorf("%s: %w", where, err)
+	// One section per call: INFO with several sections is a syntax error
+	// before Redis 7.
+	var info string
+	for _, section := range []string{"server", "cluster"} {
+		v, err := s.rdb.Info(ctx, section).Result()
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		info += v + "\n"
 	}
 	if err := checkServer(info); err != nil {
 		closeAll()

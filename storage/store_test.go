@@ -26,7 +26,7 @@ func TestLuaKeysMatchGo(t *testing.T) {
 local h = ARGV[1]
 return {K.racks, K.transfers, K.active, K.rack('r1'), K.field(h, 'name'), K.peers(h, 'S'),
   K.rackset(h, 'r1', 'R'), K.peer(h, '::1', 'port'), K.event(h, '10.0.0.1', 'started'),
-  K.deactivations(h), K.peerstr('10.0.0.1', '80'), K.peerstr('fd00::1', '80'),
+  K.deactivations, K.peerstr('10.0.0.1', '80'), K.peerstr('fd00::1', '80'),
   K.peerip('[fd00::1]:80'), K.peerip('10.0.0.1:80')}`)
 	got, err := script.Run(context.Background(), e.raw, nil, string(k)).StringSlice()
 	if err != nil {
@@ -34,7 +34,7 @@ return {K.racks, K.transfers, K.active, K.rack('r1'), K.field(h, 'name'), K.peer
 	}
 	want := []string{keyRacks, keyTransfers, keyActiveTransfers, keyRack("r1"), k.field("name"), k.peers("S"),
 		k.rack("r1", "R"), k.peer("::1", "port"), k.event("10.0.0.1", "started"),
-		k.deactivations(), "10.0.0.1:80", "[fd00::1]:80", "fd00::1", "10.0.0.1"}
+		keyDeactivations, "10.0.0.1:80", "[fd00::1]:80", "fd00::1", "10.0.0.1"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Lua keys = %q\nwant        %q", got, want)
 	}
@@ -279,8 +279,9 @@ func TestAtomicAnnounce(t *testing.T) {
 	})
 }
 
-// TestDeactivate renames every key of the transfer, leaves nothing behind
-// but the history index, and lets the hash start afresh.
+// TestDeactivate renames every key of the transfer, leaves no key that
+// starts with the hash, records the run in deactivations, refuses the
+// hash's announces, and lets a registration start it afresh.
 func TestDeactivate(t *testing.T) {
 	backends(t, func(t *testing.T, e *env) {
 		s, h, other := e.store, hash(0x44), hash(0x45)
@@ -339,8 +340,12 @@ func TestDeactivate(t *testing.T) {
 				left = append(left, key)
 			}
 		}
-		if want := []string{transferKeys(h).deactivations()}; !slices.Equal(left, want) {
-			t.Errorf("keys left under the hash = %q, want only %q", left, want)
+		if len(left) != 0 {
+			t.Errorf("keys left under the hash = %q, want none", left)
+		}
+		wantIndex := fmt.Sprintf("zset[%s:%s=%v]", at, h, float64(e.clock.Now().UnixMilli()))
+		if after[keyDeactivations] != wantIndex {
+			t.Errorf("deactivations = %s, want %s", after[keyDeactivations], wantIndex)
 		}
 		if after[keyActiveTransfers] != "set["+other.String()+"]" {
 			t.Errorf("active_transfers = %s, want only the other transfer", after[keyActiveTransfers])
@@ -352,8 +357,22 @@ func TestDeactivate(t *testing.T) {
 			t.Errorf("second Deactivate = %v, want ErrNotFound", err)
 		}
 
-		// Re-activation starts fresh.
+		// Its announces are refused and write nothing, until it is
+		// registered again.
+		for _, ev := range []string{EventStarted, EventNone, EventStopped} {
+			if _, err := s.Announce(ctx, ann(h, "10.0.0.5:1", "r1", ev, 100)); !errors.Is(err, ErrDeactivated) {
+				t.Errorf("Announce %q of a deactivated transfer = %v, want ErrDeactivated", ev, err)
+			}
+		}
+		if again := keyspace(t, e.raw); !maps.Equal(again, after) {
+			t.Errorf("a refused announce changed the keyspace")
+		}
+
+		// Registration starts it afresh.
 		e.clock.Advance(time.Minute)
+		if err := s.Register(ctx, h, "payload.img", 1<<20, []byte("d4:infod4:name3:abcee")); err != nil {
+			t.Fatal(err)
+		}
 		sw := mustAnnounce(t, s, ann(h, "10.0.0.5:1", "r1", EventStarted, 100))
 		if sw.Complete != 0 || sw.Incomplete != 1 {
 			t.Errorf("fresh transfer counts %d/%d, want 0/1", sw.Complete, sw.Incomplete)
@@ -362,10 +381,10 @@ func TestDeactivate(t *testing.T) {
 		if m := e.raw.SMembers(ctx, k.peers("N")).Val(); !slices.Equal(m, []string{"10.0.0.5:1"}) {
 			t.Errorf("fresh peers:N = %q, want only the new peer", m)
 		}
-		if v := e.raw.Exists(ctx, k.field("name"), k.field("completions")).Val(); v != 0 {
+		if v := e.raw.Exists(ctx, k.field("deregistered"), k.field("completions")).Val(); v != 0 {
 			t.Errorf("fresh transfer has %d old keys", v)
 		}
-		hist, err := s.History(ctx)
+		hist, _, err := s.History(ctx, 10, "")
 		if err != nil || len(hist) != 1 || hist[0].At != at || hist[0].Stats.Name != "payload.img" || hist[0].Stats.Completions != 1 || hist[0].Stats.PeersSeen != 4 {
 			t.Errorf("History = %+v, %v; want one run at %s named payload.img, 1 completion, 4 peers", hist, err, at)
 		}

@@ -10,18 +10,20 @@ import (
 )
 
 // Register activates a transfer with its metainfo and keeps its .torrent.
-// It returns ErrExists when the transfer is active already.
+// A transfer that announces alone activated (it has no .torrent) stays
+// active, with its peers, and gets the metainfo and the .torrent attached.
+// It returns ErrExists when the transfer is active with a .torrent already.
 func (s *Store) Register(ctx context.Context, h InfoHash, name string, length int64, torrent []byte) error {
-	var ok int64
+	var res int64
 	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 		var err error
-		ok, err = scriptActivate.Run(ctx, c, nil, h.String(), s.clockArg(), name, length, torrent).Int64()
+		res, err = scriptActivate.Run(ctx, c, nil, h.String(), s.clockArg(), name, length, torrent).Int64()
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if ok == 0 {
+	if res == 0 {
 		return ErrExists
 	}
 	s.dirty.Store(true)
@@ -58,6 +60,34 @@ func (s *Store) deactivate(ctx context.Context, h InfoHash, idleMS string) (stri
 	}
 	s.dirty.Store(true)
 	return str, nil
+}
+
+// pruneBatch bounds the runs one prune script deletes, so that a backlog
+// does not hold Redis (or the embedded store's one lock) for long.
+const pruneBatch = 16
+
+// Prune deletes the deactivated runs older than retention, by the store's
+// clock, with every key of each; it returns how many. It reads only what it
+// deletes: the oldest entries of deactivations and those runs' own keys.
+func (s *Store) Prune(ctx context.Context, retention time.Duration) (int, error) {
+	total := 0
+	for more := true; more; {
+		var res []int64
+		err := s.do(ctx, bulkTimeout, func(ctx context.Context, c *redis.Client) error {
+			var err error
+			res, err = scriptPrune.Run(ctx, c, nil, retention.Milliseconds(), pruneBatch, s.clockArg()).Int64Slice()
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+		total += int(res[0])
+		more = res[1] == 1
+	}
+	if total > 0 {
+		s.dirty.Store(true)
+	}
+	return total, nil
 }
 
 // Expired is what an expiry pass did.

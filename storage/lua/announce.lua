@@ -16,9 +16,13 @@ local limit, stall_limit = tonumber(A.reps), tonumber(A.stall)
 local numwant = tonumber(A.numwant)
 
 if redis.call('SISMEMBER', K.active, h) == 0 then
+  -- Seen but not active: deactivated, until registered again.
+  if redis.call('SISMEMBER', K.transfers, h) == 1 then return {ST.deactivated} end
   if A.allow ~= '1' then return {ST.unregistered} end
   -- A stop for a transfer nobody runs activates nothing.
   if event == K.ev.stopped then return {ST.unknown} end
+  local cap = tonumber(A.max_unregistered)
+  if cap > 0 and unregistered_at_least(cap) then return {ST.full} end
   redis.call('SADD', K.transfers, h)
   redis.call('SADD', K.active, h)
   redis.call('SET', K.field(h, K.t.registered), now)
@@ -43,6 +47,11 @@ local complete0, incomplete0 = tonumber(vals[nf + 2] or 0), tonumber(vals[nf + 3
 local complete, incomplete = complete0, incomplete0
 local oldport, oldrack, oldleft = old[K.p.port], old[K.p.rack], old[K.p.left]
 local known = oldport == port and oldrack == rack
+-- Another client (peer_id) current on this IP: NAT or containers.
+local shared = 0
+if old[K.p.peer_id] and old[K.p.peer_id] ~= A.peer_id and redis.call('ZSCORE', K.field(h, K.t.seen), ip) then
+  shared = 1
+end
 
 local reps = rack_reps(h, rack)
 local demoted, elected = 0, 0
@@ -144,6 +153,7 @@ if event == K.ev.stopped then
   local out = {}
   out[R.status], out[R.complete], out[R.incomplete] = ST.ok, complete, incomplete
   out[R.role], out[R.escape], out[R.elected], out[R.demoted] = ROLE.stopped, 0, elected, 0
+  out[R.shared] = shared
   return out
 end
 
@@ -250,6 +260,7 @@ end
 local out = {}
 out[R.status], out[R.complete], out[R.incomplete] = ST.ok, complete, incomplete
 out[R.role], out[R.escape], out[R.elected], out[R.demoted] = role, escape, elected, demoted
+out[R.shared] = shared
 if numwant <= 0 then return out end
 
 -- Sampling: the stages of the plan for this role, each class drawn with

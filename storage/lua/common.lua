@@ -190,3 +190,43 @@ local function clock(override)
   end
   return datetime(us), math.floor(us / 1000)
 end
+
+-- each_key calls f with every key of the transfer whose keys start with h
+-- (<hash>, or <datetime>:<hash> for a retired run) that may exist: found
+-- from the transfer's own sets (peers:N names every peer with keys, racks
+-- every rack), so the cost follows the transfer, not the keyspace. The two
+-- sets themselves come last.
+local function each_key(h, f)
+  local peers = redis.call('SMEMBERS', K.peers(h, K.c.seen))
+  local racks = redis.call('SMEMBERS', K.field(h, K.t.racks))
+  local done = {}
+  for _, p in ipairs(peers) do
+    local ip = K.peerip(p)
+    if not done[ip] then
+      done[ip] = true
+      for _, fld in ipairs(K.peer_fields) do f(K.peer(h, ip, fld)) end
+      for _, e in ipairs(K.events) do f(K.event(h, ip, e)) end
+    end
+  end
+  for _, rack in ipairs(racks) do
+    for _, sfx in ipairs(K.rack_suffixes) do f(K.rackset(h, rack, sfx)) end
+  end
+  for _, fld in ipairs(K.transfer_fields) do f(K.field(h, fld)) end
+  for _, fld in ipairs(K.transfer_sets) do f(K.field(h, fld)) end
+end
+
+-- unregistered_at_least reports whether n or more active transfers were
+-- activated by announces alone (they have no .torrent). SCARD answers
+-- below the cap; only at it are the .torrent keys counted, with one EXISTS
+-- per thousand transfers.
+local function unregistered_at_least(n)
+  if redis.call('SCARD', K.active) < n then return false end
+  local active = redis.call('SMEMBERS', K.active)
+  local registered = 0
+  for i = 1, #active, 1000 do
+    local keys = {}
+    for j = i, math.min(i + 999, #active) do keys[#keys + 1] = K.field(active[j], K.t.torrent) end
+    registered = registered + redis.call('EXISTS', unpack(keys))
+  end
+  return #active - registered >= n
+end

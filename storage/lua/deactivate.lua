@@ -1,9 +1,9 @@
 -- deactivate retires transfer h: sets deregistered, leaves
 -- active_transfers, and renames every key of the transfer to
--- <datetime>:<hash>..., all in one step. The keys are found from the
--- transfer's own sets (peers:N names every peer with keys, <hash>:racks
--- every rack), so the cost follows the transfer, not the keyspace.
--- <hash>:deactivations records the datetime, to find the renamed keys later.
+-- <datetime>:<hash>..., all in one step, so that no key starts with h
+-- afterwards; deactivations records the run (<datetime>:<hash>, scored by
+-- its time), to find the renamed keys later. The cost follows the transfer,
+-- not the keyspace (see each_key).
 -- ARGV[2] is the clock override (see clock). With ARGV[3] (an idle timeout
 -- in milliseconds) it retires h only if h is still idle: no current peer,
 -- and neither its last announce nor, never announced, its activation within
@@ -23,27 +23,10 @@ redis.call('SET', K.field(h, K.t.deregistered), now)
 redis.call('SREM', K.active, h)
 
 local to = K.archived(now, h)
-local function mv(key)
+each_key(h, function(key)
   if redis.call('EXISTS', key) == 1 then
     redis.call('RENAME', key, to .. string.sub(key, #h + 1))
   end
-end
-
-local peers = redis.call('SMEMBERS', K.peers(h, K.c.seen))
-local racks = redis.call('SMEMBERS', K.field(h, K.t.racks))
-local done = {}
-for _, p in ipairs(peers) do
-  local ip = K.peerip(p)
-  if not done[ip] then
-    done[ip] = true
-    for _, f in ipairs(K.peer_fields) do mv(K.peer(h, ip, f)) end
-    for _, e in ipairs(K.events) do mv(K.event(h, ip, e)) end
-  end
-end
-for _, rack in ipairs(racks) do
-  for _, s in ipairs(K.rack_suffixes) do mv(K.rackset(h, rack, s)) end
-end
-for _, f in ipairs(K.transfer_sets) do mv(K.field(h, f)) end
-for _, f in ipairs(K.transfer_fields) do mv(K.field(h, f)) end
-redis.call('SADD', K.deactivations(h), now)
+end)
+redis.call('ZADD', K.deactivations, nowms, to)
 return now
