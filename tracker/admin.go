@@ -16,8 +16,14 @@ import (
 //
 //	POST   /api/transfers                 register a .torrent: the raw body, or the
 //	                                      multipart/form-data field "torrent";
-//	                                      201 transfer, Location /api/transfers/<hash>
-//	GET    /api/transfers                 200 {"active": [transfer], "history": [deactivated]}
+//	                                      201 transfer, Location /api/transfers/<hash>;
+//	                                      for a transfer announces alone activated,
+//	                                      its name, length and .torrent are attached
+//	                                      (also 201); 409 when active with a .torrent
+//	GET    /api/transfers                 200 {"active": [transfer], "history": [deactivated],
+//	                                      "history_next": cursor|null}; ?limit=N (1 to 1000,
+//	                                      default 100) runs of history per page, newest
+//	                                      first; ?after=<history_next> for the next page
 //	GET    /api/transfers/<hash>          200 transfer (active transfers only)
 //	DELETE /api/transfers/<hash>          deactivate (SPEC section 3): 200 transfer, its
 //	                                      final state with "active": false and "deregistered" set

@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"mime"
@@ -15,6 +16,27 @@ import (
 
 // serveRegister activates a transfer from an uploaded .torrent.
 func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > maxTorrentSize {
+		status, err := uploadError("", &http.MaxBytesError{Limit: maxTorrentSize})
+		writeError(w, status, err.Error())
+		return
+	}
+	// Reserve what the upload may hold before reading it: by its length
+	// when the client says (net/http reads no more), else the most.
+	cost := uploadCost(maxTorrentSize)
+	if r.ContentLength >= 0 {
+		cost = uploadCost(r.ContentLength)
+	}
+	wait, cancel := context.WithTimeout(r.Context(), s.uploadWait)
+	err := s.uploads.acquire(wait, cost)
+	cancel()
+	if err != nil {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "too many uploads at once: retry in a few seconds")
+		s.warn.log(s.log, "register: upload refused, the upload memory budget stayed full", "wait", s.uploadWait)
+		return
+	}
+	defer s.uploads.release(cost)
 	raw, status, err := readUpload(w, r)
 	if err != nil {
 		writeError(w, status, err.Error())
@@ -50,21 +72,38 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, s.transferJSON(r, st))
 }
 
-// serveTransfers lists the active transfers and the deactivated history.
+// serveTransfers lists the active transfers and a page of the deactivated
+// history.
 func (s *Server) serveTransfers(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := defaultHistoryPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxHistoryPage {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad limit %q: want 1 to %d", shorten(v), maxHistoryPage))
+			return
+		}
+		limit = n
+	}
+	after := q.Get("after")
 	active, err := s.store.Active(r.Context())
 	if err != nil {
 		s.storageFailed(w, r, "list active transfers", err)
 		return
 	}
-	history, err := s.store.History(r.Context())
+	history, next, err := s.store.History(r.Context(), limit, after)
+	if errors.Is(err, storage.ErrBadCursor) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad after %q: pass the history_next of the previous page", shorten(after)))
+		return
+	}
 	if err != nil {
 		s.storageFailed(w, r, "list transfer history", err)
 		return
 	}
 	out := transfersJSON{
-		Active:  make([]transferJSON, len(active)),
-		History: make([]deactivatedJSON, len(history)),
+		Active:      make([]transferJSON, len(active)),
+		History:     make([]deactivatedJSON, len(history)),
+		HistoryNext: optTime(next),
 	}
 	for i, t := range active {
 		out.Active[i] = s.transferJSON(r, t)

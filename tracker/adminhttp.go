@@ -6,16 +6,21 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strings"
 
 	"racktracker/storage"
 )
 
-// announceURL is the URL clients announce to: http, path /announce, on the
-// host the caller reached. That host is the announce listener's when /api
+// announceURL is the URL clients announce to: public_url with /announce
+// appended when set. Else http, path /announce, on the host the caller
+// reached. That host is the announce listener's when /api
 // shares it. When /api has its own listener (admin.listen), the port, and
 // the host when listen names one, come from listen instead: the caller
 // reached the admin address, which clients cannot announce to.
 func (s *Server) announceURL(r *http.Request) string {
+	if s.cfg.PublicURL != "" {
+		return strings.TrimSuffix(s.cfg.PublicURL, "/") + "/announce"
+	}
 	host := r.Host
 	if s.cfg.Admin.Listen != "" {
 		if lh, lp, err := net.SplitHostPort(s.cfg.Listen); err == nil {

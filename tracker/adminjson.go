@@ -63,7 +63,16 @@ type deactivatedJSON struct {
 type transfersJSON struct {
 	Active  []transferJSON    `json:"active"`
 	History []deactivatedJSON `json:"history"`
+	// HistoryNext is the after parameter of the next page of history;
+	// null on the last page.
+	HistoryNext *string `json:"history_next"`
 }
+
+// History paging of GET /api/transfers.
+const (
+	defaultHistoryPage = 100
+	maxHistoryPage     = 1000
+)
 
 type rackHostsJSON struct {
 	Rack  string   `json:"rack"`

@@ -19,6 +19,14 @@ const failureStorage = "tracker storage unavailable"
 // failureUnregistered refuses an announce for a transfer nobody registered.
 const failureUnregistered = "torrent not registered with this tracker"
 
+// failureDeactivated refuses an announce for a deactivated transfer, until
+// it is registered again; failureCap one for an unknown transfer past
+// transfers.max_unregistered.
+const (
+	failureDeactivated = "transfer deactivated"
+	failureCap         = "too many unregistered transfers on this tracker: register the torrent"
+)
+
 func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 	q, err := parseAnnounce(r.URL.RawQuery)
 	if err != nil {
@@ -59,6 +67,7 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 		Rack:              rack,
 		Hostname:          host,
 		AllowUnregistered: s.cfg.Transfers.AllowUnregistered,
+		MaxUnregistered:   s.cfg.Transfers.MaxUnregistered,
 		Representatives:   s.policy.RepresentativesPerRack,
 		Stall:             s.policy.RepresentativeStall,
 		Plan:              s.plan,
@@ -69,7 +78,8 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 	}
 	storeStart := time.Now()
 	sw, err := s.store.Announce(r.Context(), a)
-	if errors.Is(err, storage.ErrNotRegistered) {
+	refused := errors.Is(err, storage.ErrNotRegistered) || errors.Is(err, storage.ErrDeactivated) || errors.Is(err, storage.ErrTooManyUnregistered)
+	if refused {
 		s.metrics.storage("announce", storeStart, nil) // storage answered: a refusal
 	} else {
 		s.metrics.storage("announce", storeStart, err)
@@ -78,6 +88,16 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, storage.ErrNotRegistered):
 		s.metrics.announce(q.Event, "unregistered")
 		s.fail(w, clientError(failureUnregistered))
+		return
+	case errors.Is(err, storage.ErrDeactivated):
+		s.metrics.announce(q.Event, "deactivated")
+		s.fail(w, clientError(failureDeactivated))
+		return
+	case errors.Is(err, storage.ErrTooManyUnregistered):
+		s.metrics.announce(q.Event, "unregistered_cap")
+		s.warn.log(s.log, "announce: refused an unknown transfer, transfers.max_unregistered reached",
+			"infohash", a.InfoHash.String(), "peer", a.Addr.String(), "max_unregistered", s.cfg.Transfers.MaxUnregistered)
+		s.fail(w, clientError(failureCap))
 		return
 	case err != nil && r.Context().Err() != nil:
 		// The client hung up: nobody to answer, nothing wrong with storage.
@@ -94,6 +114,7 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.elections.Add(float64(sw.Elected))
 	s.metrics.demotions.Add(float64(sw.Demoted))
+	s.identity(a, sw.SharedIP)
 
 	var picked []storage.Peer
 	if a.Numwant > 0 {
@@ -245,8 +266,8 @@ func (s *Server) failStorage(w http.ResponseWriter) {
 }
 
 // fail answers a request the way every BitTorrent client understands: HTTP
-// 200 with a bencoded failure reason. Only a clientError's text reaches the
-// client.
+// 200 with a bencoded failure reason, and the intervals to retry at. Only a
+// clientError's text reaches the client.
 func (s *Server) fail(w http.ResponseWriter, err error) {
 	var ce clientError
 	if !errors.As(err, &ce) {
@@ -254,7 +275,7 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		ce = clientError("internal tracker error")
 	}
 	s.noteFailure(w, string(ce))
-	writeBencode(w, appendFailure(nil, string(ce)))
+	writeBencode(w, appendFailure(nil, string(ce), s.interval(), int(s.cfg.Announce.MinInterval/time.Second)))
 }
 
 func writeBencode(w http.ResponseWriter, b []byte) {

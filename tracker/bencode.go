@@ -155,11 +155,17 @@ func appendPeerDicts(dst []byte, peers []handoutPeer, noPeerID bool) []byte {
 }
 
 // appendFailure appends the response every client understands as an error:
-// a dictionary with only a failure reason (BEP 3).
-func appendFailure(dst []byte, reason string) []byte {
+// a failure reason (BEP 3), with the interval and min interval (seconds) at
+// which to try again, so that a client does not retry at once (SPEC
+// section 5).
+func appendFailure(dst []byte, reason string, interval, minInterval int) []byte {
 	dst = append(dst, "d14:failure reason"...)
 	dst = appendString(dst, reason)
-	return append(dst, 'e')
+	dst = append(dst, "8:intervali"...)
+	dst = strconv.AppendInt(dst, int64(interval), 10)
+	dst = append(dst, "e12:min intervali"...)
+	dst = strconv.AppendInt(dst, int64(minInterval), 10)
+	return append(dst, "ee"...)
 }
 
 // appendFailureInterval appends a failure response that also says when to

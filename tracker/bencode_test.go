@@ -93,8 +93,8 @@ func TestEncoderGolden(t *testing.T) {
 		},
 		{
 			"failure.bencode",
-			appendFailure(nil, "info_hash must be 20 bytes, got 19"),
-			map[string]any{"failure reason": "info_hash must be 20 bytes, got 19"},
+			appendFailure(nil, "info_hash must be 20 bytes, got 19", 31, 10),
+			map[string]any{"failure reason": "info_hash must be 20 bytes, got 19", "interval": int64(31), "min interval": int64(10)},
 		},
 		{
 			"failure_interval.bencode",
@@ -293,11 +293,11 @@ func TestAppendScrape(t *testing.T) {
 
 func TestAppendFailure(t *testing.T) {
 	for _, reason := range []string{"", "missing port", "unknown event \"\xff\"", "e:d0:"} {
-		got := appendFailure([]byte("x"), reason)
+		got := appendFailure([]byte("x"), reason, 30, 10)
 		if got[0] != 'x' {
 			t.Fatalf("appendFailure overwrote dst: %q", got)
 		}
-		checkBencode(t, got[1:], map[string]any{"failure reason": reason})
+		checkBencode(t, got[1:], map[string]any{"failure reason": reason, "interval": int64(30), "min interval": int64(10)})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"time"
 
 	"racktracker/field"
@@ -13,7 +14,10 @@ import (
 // listeners, the announce protocol and the transfer lifecycle. The racks
 // section's handout policy is RackPolicy.
 type Config struct {
-	Listen    string          `yaml:"listen"`
+	Listen string `yaml:"listen"`
+	// PublicURL is the base of the announce URL that API answers give,
+	// e.g. http://tracker.dc1:6969; empty: the address the caller reached.
+	PublicURL string          `yaml:"public_url"`
 	Admin     AdminConfig     `yaml:"admin"`
 	Announce  AnnounceConfig  `yaml:"announce"`
 	Transfers TransfersConfig `yaml:"transfers"`
@@ -38,8 +42,13 @@ type AnnounceConfig struct {
 
 // TransfersConfig is the transfer lifecycle.
 type TransfersConfig struct {
-	AllowUnregistered bool          `yaml:"allow_unregistered"`
-	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	AllowUnregistered bool `yaml:"allow_unregistered"`
+	// MaxUnregistered caps the active transfers that announces alone
+	// activated; past it, an announce for an unknown hash is refused.
+	MaxUnregistered int           `yaml:"max_unregistered"`
+	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	// HistoryRetention is how long deactivated runs are kept; 0 keeps them.
+	HistoryRetention time.Duration `yaml:"history_retention"`
 	// TimelineInterval is the sampling period of the rollout timeline and
 	// of stuck-rack detection; TimelineSamples caps the samples kept per
 	// transfer (beyond it every other one is dropped).
@@ -77,7 +86,8 @@ func DefaultConfig() Config {
 			NumwantMax:     200,
 		},
 		Transfers: TransfersConfig{
-			AllowUnregistered: true, IdleTimeout: 24 * time.Hour,
+			AllowUnregistered: true, MaxUnregistered: 1000,
+			IdleTimeout: 24 * time.Hour, HistoryRetention: 720 * time.Hour,
 			TimelineInterval: 30 * time.Second, TimelineSamples: 512, StuckAfter: 15 * time.Minute,
 		},
 	}
@@ -142,7 +152,55 @@ func (c Config) Validate() error {
 	if tr.StuckAfter < 2*tr.TimelineInterval && tr.TimelineInterval >= time.Second {
 		errs.AddRelated("transfers.stuck_after", "transfers.timeline_interval", "%s must be at least twice transfers.timeline_interval %s, or no sample is old enough to compare with", tr.StuckAfter, tr.TimelineInterval)
 	}
+	if c.Transfers.MaxUnregistered < 1 {
+		bad("transfers.max_unregistered", "must be at least 1, got %d (to refuse unknown transfers, set transfers.allow_unregistered: false)", c.Transfers.MaxUnregistered)
+	}
+	if c.Transfers.HistoryRetention < 0 {
+		bad("transfers.history_retention", "must not be negative, got %s (0 keeps the history)", c.Transfers.HistoryRetention)
+	}
+	if c.PublicURL != "" {
+		if err := checkPublicURL(c.PublicURL); err != nil {
+			bad("public_url", "%v", err)
+		}
+	}
+	if c.Admin.Token == "" {
+		path, where := "admin.listen", c.Admin.Listen
+		if where == "" {
+			path, where = "listen", c.Listen
+		}
+		if host, _, err := net.SplitHostPort(where); err == nil && !isLoopback(host) {
+			errs.AddRelated("admin.token", path, "empty, and the admin API (/api) would be served on %s (%s), which is not a loopback address: anyone who reaches it could register and deactivate transfers; set admin.token, or bind admin.listen to a loopback address such as 127.0.0.1:6970", where, path)
+		}
+	}
 	return errs.Err()
+}
+
+// isLoopback reports whether host (of a listen address) only accepts
+// connections from this machine. An empty host or a wildcard listens on
+// every interface; a host name other than localhost may resolve anywhere.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// checkPublicURL accepts an absolute http or https URL with a host and
+// nothing after its path: the announce URL is built by appending to it.
+func checkPublicURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return fmt.Errorf("not a URL: %q", raw)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("want an http:// or https:// URL, got %q", raw)
+	case u.Host == "":
+		return fmt.Errorf("no host in %q", raw)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		return fmt.Errorf("want scheme://host[:port][/path] without user, query or fragment, got %q", u.Redacted())
+	}
+	return nil
 }
 
 // Validate reports every problem at once, as field.Errors with paths

@@ -26,6 +26,8 @@ type metrics struct {
 
 	// reqs are the counts of the request log's summary (requestlog.go).
 	reqs reqStats
+
+	identity *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -33,7 +35,7 @@ func newMetrics() *metrics {
 		reg: prometheus.NewRegistry(),
 		announces: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "racktracker_announces_total",
-			Help: "Announces by event and result (ok, bad_request, unregistered, storage_error, canceled).",
+			Help: "Announces by event and result (ok, bad_request, unregistered, deactivated, unregistered_cap, storage_error, canceled).",
 		}, []string{"event", "result"}),
 		scrapes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "racktracker_scrapes_total", Help: "Scrape requests.",
@@ -63,9 +65,16 @@ func newMetrics() *metrics {
 		peers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "racktracker_current_peers", Help: "Current peers over all active transfers, by state, as of the last maintenance pass.",
 		}, []string{"state"}),
+		identity: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "racktracker_identity_conflicts_total",
+			Help: "Announces that break one client per IP: shared_ip (another client was current on the IP: NAT, containers), dual_stack (one client over IPv4 and IPv6).",
+		}, []string{"kind"}),
+	}
+	for _, kind := range []string{"shared_ip", "dual_stack"} {
+		m.identity.WithLabelValues(kind) // shown at 0 before the first
 	}
 	m.reg.MustRegister(m.announces, m.scrapes, m.handout, m.elections, m.demotions, m.expired,
-		m.storageDur, m.transfers, m.peers,
+		m.storageDur, m.transfers, m.peers, m.identity,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -281,6 +281,10 @@ func (s *Server) noteFailure(w http.ResponseWriter, reason string) {
 		n.outcome = "storage_error"
 	case failureUnregistered:
 		n.outcome = "unregistered"
+	case failureDeactivated:
+		n.outcome = "deactivated"
+	case failureCap:
+		n.outcome = "unregistered_cap"
 	default:
 		n.outcome = "bad_request"
 	}

@@ -70,8 +70,11 @@ type TransferStore interface {
 	// 0), in three round trips whatever the number of transfers: what an
 	// index of them, or a pass over them, needs.
 	Index(ctx context.Context) ([]storage.TransferStats, error)
-	// History lists every deactivated run of every transfer, newest first.
-	History(ctx context.Context) ([]storage.Deactivated, error)
+	// History lists deactivated runs newest first: at most limit of them,
+	// after the run whose Cursor is after ("" for the newest); next is the
+	// after of the following page, "" after the last.
+	// storage.ErrBadCursor for an after that names no run.
+	History(ctx context.Context, limit int, after string) (runs []storage.Deactivated, next string, err error)
 	// Racks returns every rack ever seen with its hosts, both sorted. It
 	// may read a replica.
 	Racks(ctx context.Context) (map[string][]string, error)
@@ -118,6 +121,9 @@ type MaintenanceStore interface {
 	// Totals sums the active transfers' counters for the gauges, without
 	// reading their sets. It may read a replica.
 	Totals(ctx context.Context) (storage.Totals, error)
+	// Prune deletes the deactivated runs older than retention, with every
+	// key of each, reading only what it deletes; it returns how many.
+	Prune(ctx context.Context, retention time.Duration) (int, error)
 }
 
 // Options are what a Server takes besides its config.
@@ -150,20 +156,27 @@ type Server struct {
 	warn     rateLimit
 	ops      *ops
 	bufs     sync.Pool
+	// identityWarn limits the shared_ip and dual_stack warnings apart.
+	identityWarn [2]rateLimit
+	families     families
+	uploads      *byteBudget
+	uploadWait   time.Duration
 }
 
 // New builds a Server. The config must have passed Validate.
 func New(cfg Config, policy RackPolicy, store Store, racks *rackmap.Map, opts Options) *Server {
 	s := &Server{
-		cfg:      cfg,
-		policy:   policy,
-		handout:  newHandout(policy),
-		store:    store,
-		resolver: opts.Resolver,
-		log:      opts.Logger,
-		now:      opts.Now,
-		every:    opts.MaintenanceEvery,
-		metrics:  newMetrics(),
+		cfg:        cfg,
+		policy:     policy,
+		handout:    newHandout(policy),
+		store:      store,
+		resolver:   opts.Resolver,
+		log:        opts.Logger,
+		now:        opts.Now,
+		every:      opts.MaintenanceEvery,
+		metrics:    newMetrics(),
+		uploads:    newByteBudget(uploadBudget),
+		uploadWait: uploadWait,
 	}
 	s.plan = s.handout.plan()
 	if s.log == nil {
@@ -191,6 +204,48 @@ func New(cfg Config, policy RackPolicy, store Store, racks *rackmap.Map, opts Op
 // the map they started with.
 func (s *Server) SetRacks(m *rackmap.Map) { s.racks.Store(m) }
 
+// Header limits. A request whose header is larger than HeaderLimit gets an
+// answer from the handler: a bencoded failure reason on announce and scrape
+// (SPEC section 5), 431 elsewhere. The listener accepts headers up to
+// MaxHeaderBytes (HTTPServer) for that: net/http itself answers a bare 431
+// past its own limit, which no BitTorrent client reads as a reason; past
+// MaxHeaderBytes it still does, as a bound on memory.
+const (
+	HeaderLimit    = 32 << 10
+	MaxHeaderBytes = 1 << 20
+)
+
+// headerSize is about what net/http counts against MaxHeaderBytes: the
+// request line and every header line.
+func headerSize(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4 + len(r.Host) + 8
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// limitHeaders enforces HeaderLimit.
+func (s *Server) limitHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if headerSize(r) <= HeaderLimit {
+			next.ServeHTTP(w, r)
+			return
+		}
+		switch r.URL.Path {
+		case "/announce":
+			s.metrics.announce("", "bad_request")
+			s.fail(w, errTooLarge)
+		case "/scrape":
+			s.fail(w, errTooLarge)
+		default:
+			http.Error(w, "request header too large", http.StatusRequestHeaderFieldsTooLarge)
+		}
+	})
+}
+
 // Handler serves announce, scrape, the dashboard, /metrics, /healthz and,
 // unless admin.listen puts it elsewhere, /api.
 func (s *Server) Handler() http.Handler {
@@ -203,7 +258,7 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Admin.Listen == "" {
 		mux.Handle("/api/", s.AdminHandler())
 	}
-	return s.logRequests(mux)
+	return s.logRequests(s.limitHeaders(mux))
 }
 
 // snapshotStatus is the store's, or nothing without a store (tests).
@@ -282,6 +337,17 @@ func (s *Server) maintain(ctx context.Context) {
 	for _, h := range idle {
 		if _, err := s.store.DeactivateIdle(ctx, h, s.cfg.Transfers.IdleTimeout); err == nil {
 			s.log.Info("deactivated idle transfer", "infohash", h.String(), "idle_timeout", s.cfg.Transfers.IdleTimeout)
+		}
+	}
+	if r := s.cfg.Transfers.HistoryRetention; r > 0 {
+		start := time.Now()
+		n, err := s.store.Prune(ctx, r)
+		s.metrics.storage("prune", start, err)
+		if n > 0 {
+			s.log.Info("deleted deactivated runs past the history retention", "runs", n, "history_retention", r)
+		}
+		if err != nil && ctx.Err() == nil {
+			s.warn.log(s.log, "history pruning failed", "err", err)
 		}
 	}
 	s.metrics.refreshGauges(ctx, s.store)

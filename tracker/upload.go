@@ -73,6 +73,10 @@ type torrentMeta struct {
 // parseTorrent checks that b is a .torrent a BitTorrent client could use
 // with this tracker, and returns its v1 info hash, name and length.
 func parseTorrent(b []byte) (torrentMeta, error) {
+	// The decoder only sees what scanTorrent accepted.
+	if err := scanTorrent(b); err != nil {
+		return torrentMeta{}, err
+	}
 	mi, err := metainfo.Load(bytes.NewReader(b))
 	if err != nil {
 		return torrentMeta{}, err
