@@ -126,7 +126,7 @@ func (s *Store) History(ctx context.Context, limit int, after string) (runs []De
 	if after == "" {
 		err = s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 			var err error
-			members, err = c.ZRevRangeByScore(ctx, keyDeactivations, &redis.ZRangeBy{Min: "-inf", Max: "+inf", Count: int64(limit) + 1}).Result()
+			members, err = c.ZRangeArgs(ctx, newestFirst("+inf", "-inf", limit+1)).Result()
 			return err
 		})
 	} else {
@@ -137,8 +137,8 @@ func (s *Store) History(ctx context.Context, limit int, after string) (runs []De
 		score := strconv.FormatInt(t.UnixMilli(), 10)
 		err = s.read(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 			p := c.Pipeline()
-			ties := p.ZRevRangeByScore(ctx, keyDeactivations, &redis.ZRangeBy{Min: score, Max: score})
-			older := p.ZRevRangeByScore(ctx, keyDeactivations, &redis.ZRangeBy{Min: "-inf", Max: "(" + score, Count: int64(limit) + 1})
+			ties := p.ZRangeArgs(ctx, newestFirst(score, score, 0))
+			older := p.ZRangeArgs(ctx, newestFirst("("+score, "-inf", limit+1))
 			if _, err := p.Exec(ctx); err != nil {
 				return err
 			}
@@ -179,6 +179,12 @@ func (s *Store) History(ctx context.Context, limit int, after string) (runs []De
 		runs = append(runs, Deactivated{At: FormatTime(t), Stats: st})
 	}
 	return runs, next, nil
+}
+
+// newestFirst reads deactivations from score max down to min, at most
+// count members (0: all).
+func newestFirst(max, min string, count int) redis.ZRangeArgs {
+	return redis.ZRangeArgs{Key: keyDeactivations, Start: max, Stop: min, ByScore: true, Rev: true, Count: int64(count)}
 }
 
 // parseRun reads a run's name, <datetime>:<hash>; the datetime holds colons
