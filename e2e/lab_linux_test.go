@@ -503,7 +503,9 @@ func labKillReps(t *testing.T, n *labNet, hc *http.Client, trk, hash string, pay
 func startLabTracker(t *testing.T, n *labNet, bin, dir, handout, extra string) (string, func()) {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: %q\ntransfers:\n  allow_unregistered: true\nracks:\n  handout: %s\n", netip.AddrPortFrom(labTrackerAddr, 6969), handout)
+	// /api beyond loopback needs a token: the tracker refuses to start
+	// without one.
+	fmt.Fprintf(&b, "listen: %q\nadmin:\n  token: %q\ntransfers:\n  allow_unregistered: true\nracks:\n  handout: %s\n", netip.AddrPortFrom(labTrackerAddr, 6969), labToken, handout)
 	for line := range strings.Lines(extra) {
 		if strings.TrimSpace(line) != "" {
 			b.WriteString("  " + strings.TrimLeft(line, " "))
@@ -540,6 +542,9 @@ func startLabTracker(t *testing.T, n *labNet, bin, dir, handout, extra string) (
 	return addr, stop
 }
 
+// labToken is the admin token of the lab's tracker.
+const labToken = "lab"
+
 // labTransferJSON is the part of GET /api/transfers/<hash> the lab reads.
 type labTransferJSON struct {
 	Seeders  int `json:"seeders"`
@@ -552,7 +557,12 @@ type labTransferJSON struct {
 
 func labTransfer(hc *http.Client, trk, hash string) (labTransferJSON, error) {
 	var st labTransferJSON
-	resp, err := hc.Get("http://" + trk + "/api/transfers/" + hash)
+	req, err := http.NewRequest(http.MethodGet, "http://"+trk+"/api/transfers/"+hash, nil)
+	if err != nil {
+		return st, err
+	}
+	req.Header.Set("Authorization", "Bearer "+labToken)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return st, err
 	}
