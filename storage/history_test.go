@@ -29,8 +29,8 @@ func TestRegisterAttaches(t *testing.T) {
 		if err != nil || st.Name != "abc" || st.Length != 3 || st.Leechers != 1 || st.Registered != registered {
 			t.Errorf("Transfer = %+v, %v; want name abc, length 3, its leecher, registered %s", st, err, registered)
 		}
-		if got, err := e.store.Torrent(ctx, h); err != nil || string(got) != string(torrent) {
-			t.Errorf("Torrent = %q, %v; want the upload", got, err)
+		if got, name, err := e.store.Torrent(ctx, h); err != nil || string(got) != string(torrent) || name != "abc" {
+			t.Errorf("Torrent = %q, %q, %v; want the upload named abc", got, name, err)
 		}
 		if err := e.store.Register(ctx, h, "abc", 3, torrent); !errors.Is(err, ErrExists) {
 			t.Errorf("second Register = %v, want ErrExists", err)
