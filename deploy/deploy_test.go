@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,7 +75,10 @@ func TestSystemdUnit(t *testing.T) {
 	analyze := tool(t, "systemd-analyze", "systemd")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "racktracker")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go not on PATH: %v", err)
+	}
 	runTool(t, false, gobin, "build", "-o", bin, "racktracker")
 	unit, err := os.ReadFile(filepath.Join("systemd", "racktracker.service"))
 	if err != nil {
