@@ -282,10 +282,8 @@ func BenchmarkChurn(b *testing.B) {
 					err = c.Del(ctx, keys...).Err()
 				}
 				if err == nil {
-					err = c.ZRem(ctx, "deactivations", prefix).Err()
-				}
-				if err == nil {
-					err = c.ZRem(ctx, h.String()+":deactivations", prefix).Err()
+					// The history index, whichever member form it holds.
+					err = c.ZRem(ctx, "deactivations", prefix, prefix+":"+h.String()).Err()
 				}
 				if err == nil {
 					break
