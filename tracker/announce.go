@@ -262,7 +262,7 @@ func (s *Server) serveScrape(w http.ResponseWriter, r *http.Request) {
 // spread-out cadence instead of all at once when Redis returns.
 func (s *Server) failStorage(w http.ResponseWriter) {
 	s.noteFailure(w, failureStorage)
-	writeBencode(w, appendFailureInterval(nil, failureStorage, s.interval(), int(s.cfg.Announce.MinInterval/time.Second)))
+	writeBencode(w, appendFailure(nil, failureStorage, s.interval(), int(s.cfg.Announce.MinInterval/time.Second)))
 }
 
 // fail answers a request the way every BitTorrent client understands: HTTP

@@ -168,18 +168,6 @@ func appendFailure(dst []byte, reason string, interval, minInterval int) []byte 
 	return append(dst, "ee"...)
 }
 
-// appendFailureInterval appends a failure response that also says when to
-// come back (interval and min interval, in seconds, as in a success).
-func appendFailureInterval(dst []byte, reason string, interval, minInterval int) []byte {
-	dst = append(dst, "d14:failure reason"...)
-	dst = appendString(dst, reason)
-	dst = append(dst, "8:intervali"...)
-	dst = strconv.AppendInt(dst, int64(interval), 10)
-	dst = append(dst, "e12:min intervali"...)
-	dst = strconv.AppendInt(dst, int64(minInterval), 10)
-	return append(dst, "ee"...)
-}
-
 // scrapeFile is the scrape statistics of one transfer.
 type scrapeFile struct {
 	InfoHash   [20]byte

@@ -98,7 +98,7 @@ func TestEncoderGolden(t *testing.T) {
 		},
 		{
 			"failure_interval.bencode",
-			appendFailureInterval(nil, failureStorage, 29, 10),
+			appendFailure(nil, failureStorage, 29, 10),
 			map[string]any{"failure reason": failureStorage, "interval": int64(29), "min interval": int64(10)},
 		},
 		{
