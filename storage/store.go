@@ -163,6 +163,7 @@ func (s *Store) clientOptions() *redis.Options {
 		MaxRetries:            -1,
 		DialTimeout:           callTimeout,
 		DialerRetries:         1, // an outage fails the call at once; the client retries at its interval
+		Dialer:                dialRedis(callTimeout),
 		ReadTimeout:           -1,
 		WriteTimeout:          -1,
 		ContextTimeoutEnabled: true,
@@ -207,6 +208,7 @@ func (s *Store) newFailoverClient(replica bool) *redis.Client {
 		MaxRetries:            o.MaxRetries,
 		DialTimeout:           o.DialTimeout,
 		DialerRetries:         o.DialerRetries,
+		Dialer:                o.Dialer,
 		ReadTimeout:           o.ReadTimeout,
 		WriteTimeout:          o.WriteTimeout,
 		ContextTimeoutEnabled: o.ContextTimeoutEnabled,
