@@ -19,62 +19,20 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"racktracker/app"
 	"racktracker/field"
-	"racktracker/rackmap"
-	"racktracker/storage"
-	"racktracker/tracker"
 )
-
-// config mirrors tracker.yaml. Each section is the Config of the package that
-// owns it, so that a key is named, defaulted and validated in one place and
-// main only composes.
-type config struct {
-	tracker.Config `yaml:",inline"`
-	Racks          racksConfig    `yaml:"racks"`
-	Storage        storage.Config `yaml:"storage"`
-}
-
-// racksConfig is the racks section, which two packages share: rackmap maps
-// hosts to racks, the tracker decides how peers are handed out across them.
-type racksConfig struct {
-	rackmap.Config     `yaml:",inline"`
-	tracker.RackPolicy `yaml:",inline"`
-}
-
-// defaultConfig is what an empty tracker.yaml means (SPEC section 7).
-func defaultConfig() config {
-	return config{
-		Config: tracker.DefaultConfig(),
-		Racks: racksConfig{
-			Config:     rackmap.DefaultConfig(),
-			RackPolicy: tracker.DefaultRackPolicy(),
-		},
-		Storage: storage.DefaultConfig(),
-	}
-}
-
-// Validate checks every section and returns field.Errors whose paths are
-// full YAML paths. It shadows the Validate promoted from the embedded
-// tracker.Config, which checks the top-level keys only.
-func (c config) Validate() error {
-	return slices.Concat(
-		field.In("", c.Config.Validate()),
-		field.In("racks", c.Racks.Config.Validate()),
-		field.In("racks", c.Racks.RackPolicy.Validate()),
-		field.In("storage", c.Storage.Validate()),
-	).Err()
-}
 
 // loadConfig reads and checks the config file at path. A missing file means
 // defaults unless mustExist, which main sets when -config names the file
 // explicitly: a typo in that flag must not silently run the defaults.
-func loadConfig(path string, mustExist bool) (config, error) {
+func loadConfig(path string, mustExist bool) (app.Config, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && !mustExist {
-		return defaultConfig(), nil
+		return app.DefaultConfig(), nil
 	}
 	if err != nil {
-		return config{}, fmt.Errorf("read config: %w", err)
+		return app.Config{}, fmt.Errorf("read config: %w", err)
 	}
 	return parseConfig(path, data)
 }
@@ -95,12 +53,12 @@ func loadConfig(path string, mustExist bool) (config, error) {
 // yaml.v3's own message names a line and cuts the value at 7 bytes), drops
 // what it rejected so that the value keeps its default, and records where
 // each path is written so that Validate findings name a line too.
-func parseConfig(name string, data []byte) (config, error) {
-	cfg := defaultConfig()
+func parseConfig(name string, data []byte) (app.Config, error) {
+	cfg := app.DefaultConfig()
 	l := &loader{where: map[string]position{}, budget: len(data) + maxAliasNodes}
 	if root := l.document(data); root != nil {
 		// root is a mapping, so the walk does not reject it as a whole.
-		clean := l.walk("", root, root, reflect.TypeFor[config]())
+		clean := l.walk("", root, root, reflect.TypeFor[app.Config]())
 		if l.budget >= 0 {
 			if err := clean.Decode(&cfg); err != nil {
 				// Unreachable while the walk rejects all yaml.v3 would;
@@ -117,7 +75,7 @@ func parseConfig(name string, data []byte) (config, error) {
 			// uint(0-1) is the largest: problems without a line come last.
 			return cmp.Or(cmp.Compare(uint(a.line-1), uint(b.line-1)), cmp.Compare(a.column, b.column))
 		})
-		return config{}, &configError{file: name, problems: l.problems}
+		return app.Config{}, &configError{file: name, problems: l.problems}
 	}
 	return cfg, nil
 }
@@ -371,7 +329,7 @@ func (l *loader) walk(path string, key, n *yaml.Node, t reflect.Type) *yaml.Node
 // validate runs the sections' checks on the decoded config and places each
 // finding at the line of its path or, for a default the file does not
 // write, of the nearest parent that it does.
-func (l *loader) validate(cfg config) {
+func (l *loader) validate(cfg app.Config) {
 	errs, _ := errors.AsType[field.Errors](cfg.Validate())
 	for _, e := range errs {
 		if !slices.ContainsFunc(append([]string{e.Path}, e.Related...), l.underRejected) {

@@ -14,36 +14,11 @@ import (
 	"time"
 	"unicode/utf16"
 
-	"racktracker/field"
+	"racktracker/app"
 	"racktracker/rackmap"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden .err files in testdata/config")
-
-func TestDefaultConfigValid(t *testing.T) {
-	if err := defaultConfig().Validate(); err != nil {
-		t.Errorf("defaultConfig().Validate() = %v, want nil", err)
-	}
-}
-
-// TestConfigValidateCoversSections guards against config.Validate being the
-// one promoted from tracker.Config, which would skip racks and storage.
-func TestConfigValidateCoversSections(t *testing.T) {
-	cfg := defaultConfig()
-	cfg.Announce.Interval = 0
-	cfg.Racks.Handout = "nearest"
-	cfg.Racks.Default = ""
-	cfg.Storage.Backend = "mongo"
-	var paths []string
-	errs, _ := errors.AsType[field.Errors](cfg.Validate())
-	for _, e := range errs {
-		paths = append(paths, e.Path)
-	}
-	want := []string{"announce.interval", "racks.default", "racks.handout", "storage.backend"}
-	if !slices.Equal(paths, want) {
-		t.Errorf("config.Validate() paths = %q, want %q", paths, want)
-	}
-}
 
 func TestLoadConfigShipped(t *testing.T) {
 	const path = "tracker.yaml"
@@ -51,7 +26,7 @@ func TestLoadConfigShipped(t *testing.T) {
 	if err != nil {
 		t.Fatalf("loadConfig(%q) error = %v", path, err)
 	}
-	want := defaultConfig()
+	want := app.DefaultConfig()
 	want.Racks.Map = []rackmap.Rack{
 		{Name: "r1", CIDRs: []string{"127.0.1.0/24", "10.1.0.0/24", "fd00:1::/64"}},
 		{Name: "r2", CIDRs: []string{"127.0.2.0/24"}},
@@ -67,7 +42,7 @@ func TestLoadConfigShipped(t *testing.T) {
 }
 
 func TestLoadConfig(t *testing.T) {
-	partial := defaultConfig()
+	partial := app.DefaultConfig()
 	partial.Announce.Interval = time.Minute
 	partial.Announce.PeerTimeout = 3 * time.Minute
 	partial.Storage.Backend = "redis"
@@ -77,17 +52,17 @@ func TestLoadConfig(t *testing.T) {
 		content   string // written to the file unless missing
 		missing   bool
 		mustExist bool
-		want      config
+		want      app.Config
 	}{
-		{name: "missing file", missing: true, want: defaultConfig()},
-		{name: "empty file", content: "", want: defaultConfig()},
-		{name: "comment only", content: "# nothing set\n\n# here either\n", want: defaultConfig()},
-		{name: "document marker only", content: "---\n", want: defaultConfig()},
-		{name: "null document", content: "~\n", want: defaultConfig()},
-		{name: "null section", content: "announce:\n", want: defaultConfig()},
-		{name: "null sections and keys", content: "announce: ~\nracks: null\nlisten:\nstorage:\n  redis:\n", want: defaultConfig()},
-		{name: "empty section", content: "announce: {}\n", want: defaultConfig()},
-		{name: "explicit -config that exists", content: "", mustExist: true, want: defaultConfig()},
+		{name: "missing file", missing: true, want: app.DefaultConfig()},
+		{name: "empty file", content: "", want: app.DefaultConfig()},
+		{name: "comment only", content: "# nothing set\n\n# here either\n", want: app.DefaultConfig()},
+		{name: "document marker only", content: "---\n", want: app.DefaultConfig()},
+		{name: "null document", content: "~\n", want: app.DefaultConfig()},
+		{name: "null section", content: "announce:\n", want: app.DefaultConfig()},
+		{name: "null sections and keys", content: "announce: ~\nracks: null\nlisten:\nstorage:\n  redis:\n", want: app.DefaultConfig()},
+		{name: "empty section", content: "announce: {}\n", want: app.DefaultConfig()},
+		{name: "explicit -config that exists", content: "", mustExist: true, want: app.DefaultConfig()},
 		{
 			name:    "partial section keeps other defaults",
 			content: "announce:\n  interval: 1m\n  peer_timeout: 3m\nstorage:\n  backend: redis\n",
@@ -96,8 +71,8 @@ func TestLoadConfig(t *testing.T) {
 		{
 			name:    "aliases",
 			content: "announce:\n  trusted_proxies: &p [\"10.0.0.0/8\"]\nracks:\n  map:\n    - name: a\n      cidrs: *p\n",
-			want: func() config {
-				c := defaultConfig()
+			want: func() app.Config {
+				c := app.DefaultConfig()
 				c.Announce.TrustedProxies = []string{"10.0.0.0/8"}
 				c.Racks.Map = []rackmap.Rack{{Name: "a", CIDRs: []string{"10.0.0.0/8"}}}
 				return c

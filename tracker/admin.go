@@ -77,7 +77,7 @@ import (
 //	peers_seen, completions, uploaded, downloaded   as in transfer, at deactivation
 
 // AdminHandler serves /api. Handler mounts it under the main listener
-// unless admin.listen is set, in which case main serves it there alone.
+// unless admin.listen is set, in which case app.Run serves it there alone.
 // With admin.token set, every /api request needs the token, unknown paths
 // included, so that an unauthenticated caller learns nothing.
 func (s *Server) AdminHandler() http.Handler {
