@@ -1,8 +1,12 @@
 // Command rtload measures announce throughput and latency under load from
-// many hosts (SPEC.md section 8). It starts the tracker in a child process
-// (this same binary), once per storage backend, and drives it from
-// simulated hosts, each with its own loopback source address and one
-// keep-alive connection, as real clients have. The machines it runs on are
+// many hosts (SPEC.md section 8). The tracker runs in a child process, one
+// per storage backend: rtload starts its own executable again, and the child
+// runs app.Run, the startup path the racktracker binary runs (background
+// loops included), on the default config with only the listen address, the
+// rack map and the storage section set by rtload, and a hello-world handler
+// added beside the tracker's. rtload drives it from simulated hosts, each
+// with its own loopback source address and one keep-alive connection, as
+// real clients have. The machines it runs on are
 // shared and noisy, so besides raw figures it reports ratios against
 // baselines measured in the same run, by the same clients, against the
 // same server: GET /rtload/hello (a hello-world handler beside the
@@ -72,7 +76,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -100,8 +103,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/anacrolix/torrent/bencode"
+
 	"racktracker/rackmap"
 	"racktracker/storage"
+	"racktracker/storage/storagetest"
 )
 
 func main() {
@@ -130,7 +136,6 @@ const (
 	requestTimeout = 10 * time.Second  // one request, so a stuck tracker cannot hang the run
 	warmupLimit    = time.Minute       // for the warm-up, which ends when every host has asked once
 	maxFailRate    = 0.01              // above this, the run fails
-	redisStartWait = 5 * time.Second   // how long redis-server may take to answer
 	shutdownWait   = 10 * time.Second  // HTTP drain and store close at the end of a backend
 	keepReasons    = 5                 // distinct failure texts kept per phase
 	bodyLimit      = 64 << 10          // bytes of a response read
@@ -634,7 +639,7 @@ type target struct {
 	backend string
 	hosts   *hosts
 	tr      *trackerRun
-	redis   *redisServer           // nil unless this tool started it
+	redis   *storagetest.Server    // nil unless this tool started it
 	state   [][]progress           // [host][transfer]
 	cursor  [numPhases][]int       // per phase and worker: where the worker's next turn starts
 	phases  [numPhases]accumulator // per phase
@@ -646,7 +651,7 @@ func (t *target) redisCPU() time.Duration {
 	if t.redis == nil {
 		return 0
 	}
-	return cpuTime(t.redis.cmd.Process.Pid)
+	return cpuTime(t.redis.Pid())
 }
 
 // startTarget starts backend's storage (and redis-server when needed) and a
@@ -662,10 +667,13 @@ func startTarget(ctx context.Context, o options, backend string, hosts *hosts, t
 		cfg.RedisDB = o.redisDB
 		cfg.RedisAddr = o.redisAddr
 		if cfg.RedisAddr == "" {
-			if t.redis, err = startRedis(ctx, tmp); err != nil {
+			if t.redis, err = storagetest.StartRedis(tmp); err != nil {
+				if errors.Is(err, exec.ErrNotFound) {
+					err = errors.New("redis-server not on PATH; install it, pass -redis-addr, or use -backends embedded")
+				}
 				return nil, err
 			}
-			cfg.RedisAddr = t.redis.addr
+			cfg.RedisAddr = t.redis.Addr
 		}
 	}
 	defer func() {
@@ -706,7 +714,7 @@ func (t *target) stop() error {
 		errs = append(errs, t.tr.stop())
 	}
 	if t.redis != nil {
-		errs = append(errs, t.redis.stop())
+		t.redis.Stop() // nothing in it is worth keeping
 	}
 	return errors.Join(errs...)
 }
@@ -941,23 +949,22 @@ func trimAddrs(s string) string {
 	return s
 }
 
-// failureReason finds a bencoded "failure reason" key at the top level of a
-// response, which always comes first because bencoded keys are sorted and no
-// other key of an announce response sorts before it.
+// failureReason reads a bencoded "failure reason" at the top level of a
+// response. Bencoded keys are sorted and no other key of an announce
+// response sorts before it, so a failure starts with it; only such a body is
+// decoded, which keeps the load generator's cost per answer as small as a
+// prefix check.
 func failureReason(body []byte) (string, bool) {
-	rest, ok := bytes.CutPrefix(body, []byte("d14:failure reason"))
-	if !ok {
+	if !bytes.HasPrefix(body, []byte("d14:failure reason")) {
 		return "", false
 	}
-	n, rest, ok := bytes.Cut(rest, []byte(":"))
-	if !ok {
+	var r struct {
+		Failure string `bencode:"failure reason"`
+	}
+	if err := bencode.Unmarshal(body, &r); err != nil {
 		return "malformed", true
 	}
-	size, err := strconv.Atoi(string(n))
-	if err != nil || size < 0 || size > len(rest) {
-		return "malformed", true
-	}
-	return string(rest[:size]), true
+	return r.Failure, true
 }
 
 // percentile is the nearest-rank percentile of sorted durations.
@@ -971,84 +978,9 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// redisServer is a redis-server this tool started and must kill.
-type redisServer struct {
-	addr string
-	cmd  *exec.Cmd
-	out  *bytes.Buffer // read only after done closes
-	done chan struct{}
-}
-
-// startRedis runs redis-server on a free loopback port, without persistence,
-// and waits until it answers PING.
-func startRedis(ctx context.Context, dir string) (*redisServer, error) {
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, errors.New("redis-server not on PATH; install it, pass -redis-addr, or use -backends embedded")
-	}
-	// A port the kernel just handed out and took back; another process could
-	// take it in between, which the PING below would then notice.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
-	rs := &redisServer{addr: net.JoinHostPort("127.0.0.1", port), out: &bytes.Buffer{}, done: make(chan struct{})}
-	rs.cmd = exec.Command(path, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
-	rs.cmd.Stdout = rs.out
-	rs.cmd.Stderr = rs.out
-	if err := rs.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start redis-server: %w", err)
-	}
-	go func() { rs.cmd.Wait(); close(rs.done) }()
-
-	deadline := time.Now().Add(redisStartWait)
-	for {
-		if pingRedis(rs.addr) {
-			return rs, nil
-		}
-		select {
-		case <-rs.done:
-			return nil, fmt.Errorf("redis-server on port %s exited: %s", port, lastLine(rs.out.String()))
-		case <-ctx.Done():
-			rs.stop()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			rs.stop()
-			return nil, fmt.Errorf("redis-server on port %s did not answer within %s", port, redisStartWait)
-		}
-	}
-}
-
-func pingRedis(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(500 * time.Millisecond))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
-}
-
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
-}
-
-// stop kills redis-server and waits for it; nothing in it is worth keeping.
-func (rs *redisServer) stop() error {
-	if err := rs.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("kill redis-server: %w", err)
-	}
-	<-rs.done
-	return nil
 }
 
 func printTable(w io.Writer, rep Report) error {

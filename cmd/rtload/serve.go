@@ -8,31 +8,30 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"racktracker/rackmap"
-	"racktracker/storage"
-	"racktracker/tracker"
+	"racktracker/app"
+	"racktracker/storage/storagetest"
 )
 
 // The tracker under test runs in a child process (this same binary, told
 // so by serveEnv), so that /proc tells its CPU apart from the load
-// generator's. It serves the tracker's handler and, beside it, helloPath: a
-// hello-world handler on the same server, the baseline of every ratio.
+// generator's. The child runs the program through app.Run, as racktracker's
+// main does, background loops included; beside the tracker's handler it
+// serves helloPath, a hello-world handler on the same server, the baseline
+// of every ratio.
 const (
 	serveEnv  = "RTLOAD_SERVE" // JSON serveConfig; set only for the child
 	helloPath = "/rtload/hello"
 	helloBody = "hello\n"
 )
 
-// serveConfig is what the child needs to wire a tracker as main.go does.
+// serveConfig is what the child changes in the default config.
 type serveConfig struct {
 	Backend          string        `json:"backend"`
 	RedisAddr        string        `json:"redis_addr,omitempty"`
@@ -43,71 +42,46 @@ type serveConfig struct {
 	Racks            int           `json:"racks"`
 }
 
-// serveChild is the child's whole life: it starts the tracker on
-// 127.0.0.1:0, prints "listening <addr>" on stdout, and shuts down in
-// main's order when stdin closes (the parent stopped it, or died).
+// serveChild is the child's whole life: it runs the tracker on
+// 127.0.0.1:0, prints "listening <addr>" on stdout, and shuts down in the
+// program's order when stdin closes (the parent stopped it, or died).
 func serveChild(raw string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var c serveConfig
 	if err := json.Unmarshal([]byte(raw), &c); err != nil {
 		return fmt.Errorf("%s: %w", serveEnv, err)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	racks, err := rackmap.New(rackConfig(c.Hosts, c.Racks))
-	if err != nil {
-		return fmt.Errorf("rack map: %w", err)
-	}
-	cfg := storage.DefaultConfig()
-	cfg.Backend = c.Backend
-	cfg.Redis.Addr = c.RedisAddr
-	cfg.Redis.DB = c.RedisDB
+	cfg := app.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Racks.Config = rackConfig(c.Hosts, c.Racks)
+	cfg.Storage.Backend = c.Backend
+	cfg.Storage.Redis.Addr = c.RedisAddr
+	cfg.Storage.Redis.DB = c.RedisDB
 	if c.SnapshotPath != "" {
-		cfg.Embedded.SnapshotPath = c.SnapshotPath
+		cfg.Storage.Embedded.SnapshotPath = c.SnapshotPath
 	}
 	if c.SnapshotInterval > 0 {
-		cfg.Embedded.SnapshotInterval = c.SnapshotInterval
+		cfg.Storage.Embedded.SnapshotInterval = c.SnapshotInterval
 	}
-	ctx := context.Background()
-	store, err := storage.Open(ctx, cfg, storage.Options{Logger: log})
-	if err != nil {
-		return fmt.Errorf("storage: %w", err)
-	}
-	srv := tracker.New(tracker.DefaultConfig(), tracker.DefaultRackPolicy(), store, racks, tracker.Options{Logger: log})
-	mux := http.NewServeMux()
-	mux.HandleFunc(helloPath, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		io.WriteString(w, helloBody)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		io.Copy(io.Discard, stdin) // until the parent closes it
+		stop()
+	}()
+	return app.Run(ctx, app.Options{
+		Config: cfg,
+		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Wrap: func(tracker http.Handler) http.Handler {
+			mux := http.NewServeMux()
+			mux.HandleFunc(helloPath, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/plain")
+				io.WriteString(w, helloBody)
+			})
+			mux.Handle("/", tracker)
+			return mux
+		},
+		Started: func(s app.Started) { fmt.Fprintf(stdout, "listening %s\n", s.Listen) },
 	})
-	mux.Handle("/", srv.Handler())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		store.Close(ctx)
-		return err
-	}
-	hs := tracker.HTTPServer(mux, log) // as main.go serves it
-	bg, stopBG := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { srv.Run(bg) })
-	wg.Go(func() { store.Run(bg) })
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-	fmt.Fprintf(stdout, "listening %s\n", ln.Addr())
-
-	io.Copy(io.Discard, stdin) // until the parent closes it
-	sctx, cancel := context.WithTimeout(ctx, shutdownWait)
-	defer cancel()
-	var errs []error
-	if err := hs.Shutdown(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("http drain: %w", err))
-	}
-	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		errs = append(errs, fmt.Errorf("http server: %w", err))
-	}
-	stopBG()
-	wg.Wait()
-	if err := store.Close(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("close storage: %w", err))
-	}
-	return errors.Join(errs...)
 }
 
 // trackerRun is a tracker serving in a child process.
@@ -116,7 +90,7 @@ type trackerRun struct {
 	pid    int
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	stderr *strings.Builder // read only after done closes
+	stderr *storagetest.Buffer
 	done   chan struct{}
 	err    error // of Wait, set before done closes
 }
@@ -131,10 +105,10 @@ func startTracker(ctx context.Context, c serveConfig) (*trackerRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &trackerRun{stderr: &strings.Builder{}, done: make(chan struct{})}
+	t := &trackerRun{stderr: &storagetest.Buffer{}, done: make(chan struct{})}
 	t.cmd = exec.Command(self)
 	t.cmd.Env = append(os.Environ(), serveEnv+"="+string(raw))
-	t.cmd.Stderr = &lockedWriter{w: t.stderr}
+	t.cmd.Stderr = t.stderr
 	if t.stdin, err = t.cmd.StdinPipe(); err != nil {
 		return nil, err
 	}
@@ -189,17 +163,6 @@ func (t *trackerRun) stop() error {
 		return fmt.Errorf("tracker process: %w: %s", t.err, lastLine(t.stderr.String()))
 	}
 	return nil
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // cpuTime is the CPU time (user and system) a process has used so far,

@@ -203,7 +203,7 @@ func lookPath(t testing.TB, name string) string {
 func startServer(t testing.TB, s *Server) *Server {
 	t.Helper()
 	t.Cleanup(s.Stop)
-	s.start(t)
+	s.startT(t)
 	return s
 }
 

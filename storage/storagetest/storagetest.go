@@ -2,6 +2,8 @@
 // with: a real redis-server on a free loopback port owned by the test, an
 // injectable clock, a dump of a keyspace as redis-cli shows it, a poll with
 // a deadline, and a log buffer that goroutines may write while a test reads.
+// The load tool (cmd/rtload) runs the tracker against the same parts, and
+// uses the two that need no testing.TB: StartRedis and Buffer.
 package storagetest
 
 import (
@@ -12,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -50,16 +53,32 @@ func RedisServer(t testing.TB) *Server {
 		}
 		t.Skip("redis-server not installed (set " + RequireRedisEnv + "=1 to make this a failure)")
 	}
+	s := &Server{Addr: FreeAddr(t), bin: bin, dir: t.TempDir()}
+	t.Cleanup(s.Stop)
+	s.startT(t)
+	return s
+}
+
+// StartRedis is RedisServer for a program rather than a test (the load
+// tool): it runs redis-server from PATH on a free 127.0.0.1 port, without
+// persistence, with dir as its working directory, and returns once the
+// server accepts connections. The caller stops it with Stop.
+func StartRedis(dir string) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, err
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &Server{Addr: addr, bin: bin, dir: t.TempDir()}
-	t.Cleanup(s.Stop)
-	s.start(t)
-	return s
+	s := &Server{Addr: addr, bin: bin, dir: dir}
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Restart starts the server again on the same address, after Stop: an
@@ -67,11 +86,22 @@ func RedisServer(t testing.TB) *Server {
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Stop()
-	s.start(t)
+	s.startT(t)
 }
 
-func (s *Server) start(t testing.TB) {
+func (s *Server) startT(t testing.TB) {
 	t.Helper()
+	if err := s.start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startWait is how long a server may take to accept connections.
+const startWait = 10 * time.Second
+
+// start runs the server and waits until it accepts connections; a server
+// that does not within startWait is stopped.
+func (s *Server) start() error {
 	_, port, _ := net.SplitHostPort(s.Addr)
 	s.done = make(chan struct{})
 	args := []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -82,10 +112,10 @@ func (s *Server) start(t testing.TB) {
 	s.cmd = exec.Command(s.bin, append(args, s.args...)...)
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
+		return fmt.Errorf("start %s: %w", filepath.Base(s.bin), err)
 	}
 	go func() {
 		defer close(s.done)
@@ -98,20 +128,29 @@ func (s *Server) start(t testing.TB) {
 			s.mu.Unlock()
 		}
 	}()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(startWait)
 	for {
 		c, err := net.DialTimeout("tcp", s.Addr, 100*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return
+			return nil
+		}
+		select {
+		case <-s.done:
+			s.Stop()
+			return fmt.Errorf("%s on %s exited; its output:\n%s", filepath.Base(s.bin), s.Addr, s.Log())
+		default:
 		}
 		if time.Now().After(deadline) {
 			s.Stop()
-			t.Fatalf("redis-server did not answer on %s within 10s; its output:\n%s", s.Addr, s.Log())
+			return fmt.Errorf("%s did not answer on %s within %s; its output:\n%s", filepath.Base(s.bin), s.Addr, startWait, s.Log())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Pid is the server's process id, to read its CPU time from /proc.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
 // Stop kills the server and waits for it; a second call does nothing.
 func (s *Server) Stop() {
