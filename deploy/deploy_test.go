@@ -6,11 +6,9 @@ package deploy
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,9 +22,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"racktracker/app"
 	"racktracker/rackmap"
-	"racktracker/storage"
-	"racktracker/tracker"
 )
 
 // tool finds a command the test needs; it skips the test when the command
@@ -149,36 +146,29 @@ func TestMetricNames(t *testing.T) {
 // r2 does, until r3 is judged stuck, so that the stuck-rack series exist.
 func liveMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	scfg := storage.DefaultConfig()
-	scfg.Embedded.SnapshotPath = filepath.Join(t.TempDir(), "tracker.snapshot")
-	st, err := storage.Open(context.Background(), scfg, storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close(context.Background()) })
-	rcfg := rackmap.DefaultConfig()
+	cfg := app.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Storage.Embedded.SnapshotPath = filepath.Join(t.TempDir(), "tracker.snapshot")
 	for _, r := range []string{"1", "2", "3"} {
-		rcfg.Map = append(rcfg.Map, rackmap.Rack{Name: "r" + r, CIDRs: []string{"10." + r + ".0.0/24"}})
+		cfg.Racks.Map = append(cfg.Racks.Map, rackmap.Rack{Name: "r" + r, CIDRs: []string{"10." + r + ".0.0/24"}})
 	}
-	racks, err := rackmap.New(rcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := tracker.DefaultConfig()
 	cfg.Announce.TrustIPParam = true
 	cfg.Transfers.TimelineInterval = time.Second
 	cfg.Transfers.StuckAfter = 2 * time.Second
-	srv := tracker.New(cfg, tracker.DefaultRackPolicy(), st, racks, tracker.Options{})
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(ts.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	tr, err := app.Start(app.Options{Config: cfg})
+	if err != nil {
+		t.Fatalf("tracker did not start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := tr.Stop(); err != nil {
+			t.Errorf("tracker: %v", err)
+		}
+	})
+	base := "http://" + tr.Listen.String()
 
 	get := func(path string) []byte {
 		t.Helper()
-		res, err := http.Get(ts.URL + path)
+		res, err := http.Get(base + path)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
 
+	"racktracker/app"
 	"racktracker/rackmap"
 	"racktracker/storage"
 	"racktracker/tracker"
@@ -53,14 +53,15 @@ func rackMapConfig(n int) rackmap.Config {
 	return cfg
 }
 
-// inProcessTracker is racktracker's tracker package over the embedded store,
-// served on 127.0.0.1 by a real HTTP server.
+// inProcessTracker is the racktracker program, started by app.Run as main
+// starts it (background loops included), over the embedded store and
+// serving on 127.0.0.1.
 type inProcessTracker struct {
 	AnnounceURL string
 	Store       *storage.Store
 }
 
-// startTracker serves a tracker with the given rack policy over a fresh
+// startTracker runs the program with the given rack policy over a fresh
 // embedded store and rack map, and stops all of it when the test ends. Its
 // cleanup runs after that of the clients started later, so that their
 // "stopped" announces still find it.
@@ -71,48 +72,24 @@ type inProcessTracker struct {
 // every client in the middle of its download.
 func startTracker(t *testing.T, policy tracker.RackPolicy, racks rackmap.Config) *inProcessTracker {
 	t.Helper()
-	cfg := tracker.DefaultConfig()
+	cfg := app.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("tracker config: %v", err)
+	cfg.Racks = app.RacksConfig{Config: racks, RackPolicy: policy}
+	cfg.Storage.Embedded.SnapshotPath = filepath.Join(t.TempDir(), "tracker.snapshot")
+	var log *slog.Logger
+	if os.Getenv(debugEnv) != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("tracker", "e2e")
 	}
-	if err := policy.Validate(); err != nil {
-		t.Fatalf("rack policy: %v", err)
-	}
-	m, err := rackmap.New(racks)
+	tr, err := app.Start(app.Options{Config: cfg, Logger: log})
 	if err != nil {
-		t.Fatalf("rackmap.New: %v", err)
+		t.Fatalf("tracker did not start: %v", err)
 	}
-	scfg := storage.DefaultConfig()
-	scfg.Embedded.SnapshotPath = filepath.Join(t.TempDir(), "tracker.snapshot")
-	store, err := storage.Open(t.Context(), scfg, storage.Options{})
-	if err != nil {
-		t.Fatalf("storage.Open: %v", err)
-	}
-	srv := tracker.New(cfg, policy, store, m, tracker.Options{})
-
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		store.Close(context.Background())
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(srv.Handler())
-	hs.Listener.Close()
-	hs.Listener = ln
-	hs.Start()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { srv.Run(ctx) })
 	t.Cleanup(func() {
-		hs.Close()
-		cancel()
-		wg.Wait()
-		if err := store.Close(context.Background()); err != nil {
-			t.Errorf("close store: %v", err)
+		if err := tr.Stop(); err != nil {
+			t.Errorf("tracker: %v", err)
 		}
 	})
-	return &inProcessTracker{AnnounceURL: hs.URL + "/announce", Store: store}
+	return &inProcessTracker{AnnounceURL: "http://" + tr.Listen.String() + "/announce", Store: tr.Store}
 }
 
 // transfer reads the tracker's record of h, failing the test on an error.
