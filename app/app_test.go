@@ -24,20 +24,6 @@ func testConfig(t *testing.T) Config {
 	return cfg
 }
 
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	res, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	return res.StatusCode, string(b)
-}
-
 // TestStart: both listeners serve at the addresses Started reports, Wrap's
 // handler sits beside the tracker's, the admin listener is not wrapped,
 // and Stop ends in order with the final snapshot written.
@@ -77,8 +63,14 @@ func TestStart(t *testing.T) {
 		{admin + "/hello", 404, ""},
 		{admin + "/api/racks", 200, ""},
 	} {
-		if code, body := get(t, tc.url); code != tc.code || !strings.Contains(body, tc.contains) {
-			t.Errorf("GET %s = %d %q, want %d with %q", tc.url, code, body, tc.code, tc.contains)
+		res, err := http.Get(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != tc.code || !strings.Contains(string(body), tc.contains) {
+			t.Errorf("GET %s = %d %q, want %d with %q", tc.url, res.StatusCode, body, tc.code, tc.contains)
 		}
 	}
 	if _, err := r.Store.Transfer(context.Background(), storage.InfoHash{1}); err == nil {

@@ -188,6 +188,32 @@ type peerOptions struct {
 	Fabric *fabric
 }
 
+// hostClientConfig is the anacrolix configuration of a host of a
+// deployment in a private swarm, storing in dir; the in-process clients and
+// the lab's client processes start from it.
+func hostClientConfig(dir string) *torrent.ClientConfig {
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.DataDir = dir
+	// Hosts of a deployment upload to anyone who asks, while they download
+	// and after: without Seed, anacrolix uploads only to peers that pay back,
+	// and a leecher that has nothing yet starves.
+	cfg.Seed = true
+	cfg.NoDefaultPortForwarding = true // no UPnP: nothing leaves the test's network
+	cfg.NoDHT = true
+	cfg.DisablePEX = true
+	cfg.DisableIPv6 = true
+	cfg.DisableWebtorrent = true
+	cfg.DisableWebseeds = true
+	// TCP only: uTP is not what the lab's tc shapes as it shapes aria2c's.
+	cfg.DisableUTP = true
+	// anacrolix/torrent v1.59.1 leaks part of this per-connection budget of
+	// peer request data (1 MiB by default) in these swarms, and a connection
+	// whose budget is gone never uploads again: downloads then stall for
+	// good. A budget above the payload size can never run out.
+	cfg.MaxAllocPeerRequestDataPerConn = 1 << 30
+	return cfg
+}
+
 // startPeer starts an anacrolix client bound to ip and adds p's torrent to
 // it; a seeder serves p.Dir, a leecher downloads everything into a temp dir.
 // It finds peers through the tracker alone, and every socket it opens
@@ -197,31 +223,15 @@ type peerOptions struct {
 func startPeer(t *testing.T, ip netip.Addr, p *payload, o peerOptions) *peer {
 	t.Helper()
 	bound := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip.AsSlice()}}
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.DataDir = t.TempDir()
+	dir := t.TempDir()
 	if o.Seed {
-		cfg.DataDir = p.Dir
+		dir = p.Dir
 	}
-	// Hosts of a deployment upload to anyone who asks, while they download
-	// and after: without Seed, anacrolix uploads only to peers that pay back,
-	// and a leecher that has nothing yet starves.
-	cfg.Seed = true
-	cfg.NoDefaultPortForwarding = true // no UPnP: nothing leaves loopback
-	cfg.NoDHT = true
-	cfg.DisablePEX = true
-	cfg.DisableIPv6 = true
-	cfg.DisableWebtorrent = true
-	cfg.DisableWebseeds = true
+	cfg := hostClientConfig(dir)
 	// No built-in sockets: the built-in TCP socket dials from an unbound
 	// port, to which the kernel gives the source 127.0.0.1. The client gets
 	// a listener and a dialer bound to ip below instead.
 	cfg.DisableTCP = true
-	cfg.DisableUTP = true
-	// anacrolix/torrent v1.59.1 leaks part of this per-connection budget of
-	// peer request data (1 MiB by default) in this swarm, and a connection
-	// whose budget is gone never uploads again: downloads then stall for
-	// good. A budget above the payload size can never run out.
-	cfg.MaxAllocPeerRequestDataPerConn = 64 << 20
 	cfg.TrackerDialContext = bound.DialContext
 	cfg.HTTPDialContext = bound.DialContext
 	cfg.Slogger = slog.New(slog.DiscardHandler)

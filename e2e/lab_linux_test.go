@@ -21,6 +21,7 @@ import (
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
 
+	"racktracker/internal/rollout"
 	"racktracker/storage/storagetest"
 )
 
@@ -204,31 +205,13 @@ type labResult struct {
 	cpu          float64         // share of the machine's CPU time busy during the run
 }
 
-func (r labResult) meanCopies() float64 {
-	var s float64
-	for _, c := range r.copies {
-		s += c
-	}
-	return s / float64(len(r.copies))
-}
+func (r labResult) meanCopies() float64 { return rollout.MeanCopies(r.copies) }
 
-// times are the last completion, the median, and the spread between the
-// first rack's last host and the last rack's.
+// times are the last completion, the median, and how long the last rack
+// completed after the first.
 func (r labResult) times() (last, median, spread time.Duration) {
-	d := slices.Clone(r.done)
-	slices.Sort(d)
-	if len(d) == 0 {
-		return
-	}
-	rackLast := map[int]time.Duration{}
-	for i, v := range r.done {
-		rackLast[r.rackOf[i]] = max(rackLast[r.rackOf[i]], v)
-	}
-	lo := d[len(d)-1]
-	for _, v := range rackLast {
-		lo = min(lo, v)
-	}
-	return d[len(d)-1], d[len(d)/2], d[len(d)-1] - lo
+	last, median, spread, _ = rollout.Times(r.done, r.rackOf)
+	return last, median, spread
 }
 
 func (r labResult) String() string {

@@ -31,19 +31,8 @@ func labClientMain(ctx context.Context) int {
 		return fail("%v", err)
 	}
 	seed := os.Getenv("LAB_SEED") == "true"
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.DataDir = os.Getenv("LAB_DIR")
-	cfg.Seed = true // upload while downloading and after, as hosts of a deployment do
+	cfg := hostClientConfig(os.Getenv("LAB_DIR"))
 	cfg.ListenPort = 6881
-	cfg.NoDefaultPortForwarding = true
-	cfg.NoDHT = true
-	cfg.DisablePEX = true
-	cfg.DisableIPv6 = true
-	cfg.DisableWebtorrent = true
-	cfg.DisableWebseeds = true
-	cfg.DisableUTP = true // TCP, which tc shapes as it shapes aria2c's
-	// See startPeer: v1.59.1 leaks this per-connection budget.
-	cfg.MaxAllocPeerRequestDataPerConn = 1 << 30
 	cfg.Slogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {

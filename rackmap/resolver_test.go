@@ -194,56 +194,51 @@ func TestResolverCoalesces(t *testing.T) {
 	})
 }
 
-func TestResolverTimeout(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		const timeout = 200 * time.Millisecond
-		dns := newFakeDNS()
-		dns.release = make(chan struct{})
-		r := NewResolver(dns.lookup, timeout, time.Hour, 100)
-		defer r.Close()
+// TestResolverGivesUp: a caller whose wait ends, at the resolver's timeout
+// or at its own context's deadline, gets the address; the lookup goes on
+// and the next caller gets its answer.
+func TestResolverGivesUp(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		timeout     time.Duration // the resolver's
+		callerLimit time.Duration // the caller's context; 0: none
+		wait        time.Duration
+	}{
+		{"resolver timeout", 200 * time.Millisecond, 0, 200 * time.Millisecond},
+		{"caller context", time.Minute, time.Second, time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				dns := newFakeDNS()
+				dns.release = make(chan struct{})
+				r := NewResolver(dns.lookup, tt.timeout, time.Hour, 100)
+				defer r.Close()
 
-		start := time.Now()
-		if got := r.Hostname(context.Background(), addrA); got != "10.0.0.1" {
-			t.Errorf("Hostname(%v) with a stuck lookup = %q, want %q", addrA, got, "10.0.0.1")
-		}
-		if waited := time.Since(start); waited != timeout {
-			t.Errorf("Hostname(%v) waited %v, want %v", addrA, waited, timeout)
-		}
-		// The lookup answers late; the next caller gets its answer.
-		close(dns.release)
-		synctest.Wait()
-		if got := r.Hostname(context.Background(), addrA); got != "a.example" {
-			t.Errorf("Hostname(%v) after the late answer = %q, want %q", addrA, got, "a.example")
-		}
-		if calls := dns.calls.Load(); calls != 1 {
-			t.Errorf("%d lookups, want 1", calls)
-		}
-	})
-}
-
-func TestResolverCallerContext(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		dns := newFakeDNS()
-		dns.release = make(chan struct{})
-		r := NewResolver(dns.lookup, time.Minute, time.Hour, 100)
-		defer r.Close()
-
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		start := time.Now()
-		if got := r.Hostname(ctx, addrA); got != "10.0.0.1" {
-			t.Errorf("Hostname(%v) with a shorter context = %q, want %q", addrA, got, "10.0.0.1")
-		}
-		if waited := time.Since(start); waited != time.Second {
-			t.Errorf("Hostname(%v) waited %v, want %v", addrA, waited, time.Second)
-		}
-		// The caller's context does not end the shared lookup.
-		close(dns.release)
-		synctest.Wait()
-		if got := r.Hostname(context.Background(), addrA); got != "a.example" {
-			t.Errorf("Hostname(%v) after the lookup = %q, want %q", addrA, got, "a.example")
-		}
-	})
+				ctx := context.Background()
+				if tt.callerLimit > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, tt.callerLimit)
+					defer cancel()
+				}
+				start := time.Now()
+				if got := r.Hostname(ctx, addrA); got != "10.0.0.1" {
+					t.Errorf("Hostname(%v) with a stuck lookup = %q, want %q", addrA, got, "10.0.0.1")
+				}
+				if waited := time.Since(start); waited != tt.wait {
+					t.Errorf("Hostname(%v) waited %v, want %v", addrA, waited, tt.wait)
+				}
+				// The lookup answers late; the next caller gets its answer.
+				close(dns.release)
+				synctest.Wait()
+				if got := r.Hostname(context.Background(), addrA); got != "a.example" {
+					t.Errorf("Hostname(%v) after the late answer = %q, want %q", addrA, got, "a.example")
+				}
+				if calls := dns.calls.Load(); calls != 1 {
+					t.Errorf("%d lookups, want 1", calls)
+				}
+			})
+		})
+	}
 }
 
 // TestResolverBoundsBackgroundLookups checks that a lookup which honours its

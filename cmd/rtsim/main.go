@@ -5,7 +5,11 @@
 // through tracker.Server's HTTP handler (query parsing, the handout policy,
 // bencoding) to a storage.Store on the embedded miniredis opened with
 // storage.Open, both on the simulation's clock, and the expiry pass runs on
-// that clock too. Only the network and the clients are modelled.
+// that clock too. Only the network and the clients are modelled. It builds
+// the tracker and the store itself rather than through app.Run, whose
+// listeners and background loops run on sockets and wall-clock time: the
+// simulation calls the handler and the maintenance pass (Server.Maintain)
+// at simulated times instead.
 //
 // Usage:
 //
@@ -81,6 +85,7 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 
+	"racktracker/internal/rollout"
 	"racktracker/rackmap"
 	"racktracker/storage"
 	"racktracker/tracker"
@@ -239,30 +244,17 @@ type result struct {
 	wall         time.Duration
 }
 
+// times are the last completion, the median, and how long the last rack
+// completed after the first, in simulated seconds; NaN without a completion.
 func (r result) times() (last, median, spread float64) {
-	d := slices.Clone(r.done)
-	slices.Sort(d)
-	if len(d) == 0 {
+	last, median, spread, ok := rollout.Times(r.done, r.rackOf)
+	if !ok {
 		return math.NaN(), math.NaN(), math.NaN()
 	}
-	rackLast := map[int]float64{}
-	for i, v := range r.done {
-		rackLast[r.rackOf[i]] = max(rackLast[r.rackOf[i]], v)
-	}
-	lo := d[len(d)-1]
-	for _, v := range rackLast {
-		lo = min(lo, v)
-	}
-	return d[len(d)-1], d[len(d)/2], d[len(d)-1] - lo
+	return last, median, spread
 }
 
-func (r result) meanCopies() float64 {
-	var s float64
-	for _, c := range r.copies {
-		s += c
-	}
-	return s / float64(len(r.copies))
-}
+func (r result) meanCopies() float64 { return rollout.MeanCopies(r.copies) }
 
 func (r result) String() string {
 	last, med, spread := r.times()
