@@ -184,7 +184,7 @@ func startProcess(t *testing.T, bin, path, dir string) string {
 	t.Helper()
 	cmd := exec.Command(bin, "-config", path)
 	cmd.Dir = dir
-	stderr := &lockedBuffer{}
+	stderr := &storagetest.Buffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -234,25 +234,6 @@ func startProcess(t *testing.T, bin, path, dir string) string {
 		t.Fatalf("racktracker printed no listen address within 15s; stderr:\n%s", stderr)
 	}
 	return ""
-}
-
-// lockedBuffer is an io.Writer for a child's output that the test may read
-// while the child writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // host is one announcing host: plain HTTP from its own loopback address.
