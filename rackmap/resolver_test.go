@@ -111,29 +111,30 @@ func TestResolverCache(t *testing.T) {
 	}
 }
 
-func TestResolverNoCache(t *testing.T) {
-	dns := newFakeDNS()
-	r := NewResolver(dns.lookup, time.Minute, 0, 100)
-	defer r.Close()
-	for range 3 {
-		if got := r.Hostname(context.Background(), addrA); got != "a.example" {
-			t.Errorf("Hostname(%v) = %q, want %q", addrA, got, "a.example")
-		}
-	}
-	if calls := dns.calls.Load(); calls != 3 {
-		t.Errorf("%d lookups with ttl 0, want 3", calls)
-	}
-}
-
-func TestResolverDisabled(t *testing.T) {
-	dns := newFakeDNS()
-	r := NewResolver(dns.lookup, 0, time.Hour, 100)
-	defer r.Close()
-	if got := r.Hostname(context.Background(), addrA); got != "10.0.0.1" {
-		t.Errorf("Hostname(%v) with timeout 0 = %q, want %q", addrA, got, "10.0.0.1")
-	}
-	if calls := dns.calls.Load(); calls != 0 {
-		t.Errorf("%d lookups with timeout 0, want 0", calls)
+// TestResolverSettings: ttl 0 caches nothing, timeout 0 looks nothing up.
+func TestResolverSettings(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		timeout, ttl time.Duration
+		want         string
+		calls        int32 // after three asks
+	}{
+		{"ttl 0", time.Minute, 0, "a.example", 3},
+		{"timeout 0", 0, time.Hour, "10.0.0.1", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dns := newFakeDNS()
+			r := NewResolver(dns.lookup, tt.timeout, tt.ttl, 100)
+			defer r.Close()
+			for range 3 {
+				if got := r.Hostname(context.Background(), addrA); got != tt.want {
+					t.Errorf("Hostname(%v) = %q, want %q", addrA, got, tt.want)
+				}
+			}
+			if calls := dns.calls.Load(); calls != tt.calls {
+				t.Errorf("%d lookups, want %d", calls, tt.calls)
+			}
+		})
 	}
 }
 
