@@ -34,10 +34,11 @@ type Announce struct {
 	// alone: past it, such an announce gets ErrTooManyUnregistered. Zero
 	// means no cap.
 	MaxUnregistered int
-	// Representatives is the most representatives a rack may hold, Stall the
-	// announces without progress after which one loses the role.
+	// Representatives is the most representatives a rack may hold; Timers
+	// judge liveness and stall against each peer's own cadence (zero
+	// fields take the defaults).
 	Representatives int
-	Stall           int
+	Timers          Timers
 	// Numwant is how many peers the asker may be handed (0: none, nothing
 	// is sampled); Plan says which classes, per role. PeerIDs returns each
 	// candidate's peer id too (the dictionary response form needs them).
@@ -192,6 +193,11 @@ const (
 	argPeerIDs
 	argSeed
 	argMaxUnregistered
+	argTimeout
+	argCadences
+	argFirst
+	argOverdue
+	argMaxCadence
 	numArgs
 )
 
@@ -202,7 +208,8 @@ var argNames = [numArgs]string{
 	argClock: "clock", argAllow: "allow", argReps: "reps", argStall: "stall",
 	argNumwant: "numwant", argPlanLeecher: "plan_leecher", argPlanEscape: "plan_escape",
 	argPlanRep: "plan_rep", argPlanSeeder: "plan_seeder", argPeerIDs: "peer_ids", argSeed: "seed",
-	argMaxUnregistered: "max_unregistered",
+	argMaxUnregistered: "max_unregistered", argTimeout: "timeout", argCadences: "cadences",
+	argFirst: "first", argOverdue: "overdue", argMaxCadence: "max_cadence",
 }
 
 // Reply: a fixed head, then one array per sampled stage.
@@ -287,7 +294,9 @@ func (s *Store) Announce(ctx context.Context, a Announce) (Swarm, error) {
 	args[argClock] = s.clockArg()
 	args[argAllow] = flag(a.AllowUnregistered)
 	args[argReps] = max(a.Representatives, 0)
-	args[argStall] = max(a.Stall, 1)
+	ta := a.Timers.args()
+	args[argTimeout], args[argCadences], args[argFirst] = ta[0], ta[1], ta[2]
+	args[argStall], args[argOverdue], args[argMaxCadence] = ta[3], ta[4], ta[5]
 	args[argNumwant] = max(a.Numwant, 0)
 	args[argPlanLeecher] = encodeStages(a.Plan.Leecher)
 	args[argPlanEscape] = encodeStages(a.Plan.Escape)

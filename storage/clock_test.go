@@ -62,11 +62,11 @@ func TestClockIsRedisTime(t *testing.T) {
 	}
 	// This process's clock is years before Redis': by it, nobody expired.
 	s.mini.SetTime(redisTime.Add(89 * time.Second))
-	if exp, err := s.Expire(ctx, 90*time.Second, 2, 3); err != nil || exp.Peers != 0 {
+	if exp, err := s.Expire(ctx, testTimers, 2); err != nil || exp.Peers != 0 {
 		t.Fatalf("Expire at 89s = %+v, %v; want nothing expired", exp, err)
 	}
 	s.mini.SetTime(redisTime.Add(91 * time.Second))
-	if exp, err := s.Expire(ctx, 90*time.Second, 2, 3); err != nil || exp.Peers != 1 {
+	if exp, err := s.Expire(ctx, testTimers, 2); err != nil || exp.Peers != 1 {
 		t.Fatalf("Expire at 91s = %+v, %v; want the peer expired", exp, err)
 	}
 	s.mini.SetTime(redisTime.Add(2 * time.Hour))

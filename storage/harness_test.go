@@ -105,9 +105,15 @@ func ann(h InfoHash, addr string, rack, event string, left int64) Announce {
 		InfoHash: h, Addr: ap, PeerID: "-RT0001-" + strings.Repeat("x", 12), Key: "k" + rack,
 		Event: event, Left: left, Uploaded: 10, Downloaded: 20, Compact: true,
 		Rack: rack, Hostname: "host-" + ap.Addr().String(),
-		AllowUnregistered: true, Representatives: 2, Stall: 3, Numwant: 50, Plan: testPlan,
+		AllowUnregistered: true, Representatives: 2, Timers: testTimers, Numwant: 50, Plan: testPlan,
 	}
 }
+
+// testTimers are the timers of ann: a peer announcing at the tracker's
+// interval (30 s), so that a peer seen once expires after the 90 s peer
+// timeout as in the tests written before cadences were learned. Tests of
+// slower clients set their own (cadence_test.go).
+var testTimers = Timers{PeerTimeout: 90 * time.Second, Cadences: DefaultCadences, FirstCadence: 30 * time.Second, Stall: 90 * time.Second}
 
 func mustAnnounce(t testing.TB, s *Store, a Announce) Swarm {
 	t.Helper()

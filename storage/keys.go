@@ -34,15 +34,17 @@ import (
 // deactivation carries them; README "Storage model" lists them):
 //
 //	<hash>:torrent                       string  register: the .torrent file
-//	<hash>:seen                          zset    announce: ip -> last announce (unix ms), the expiry index
+//	<hash>:seen                          zset    announce: ip -> expiry deadline (unix ms), the expiry index (timers.go)
 //	<hash>:last_announce                 string  announce: datetime of the latest announce (idle timeout)
 //	<hash>:racks                         set     announce: racks seen in this transfer
 //	<hash>:rack:<rack>:left              zset    announce: current leechers of the rack -> left (election order)
 //	<hash>:rack:<rack>:since             zset    announce: current leechers of the rack -> when they joined (unix ms; election ties)
-//	<hash>:rack:<rack>:stalls            string  announce: leecher announces since the rack last made progress
+//	<hash>:rack:<rack>:stalls            string  announce: since when (unix ms) the rack's leechers have shown no progress; absent while they progress
 //	<hash>:complete, :incomplete         string  announce: sizes of peers:S and peers:L (SCARD sorts on miniredis)
 //	<hash>:completions                   string  announce: count of completed events (scrape "downloaded")
-//	<hash>:peer:<ip>:stalls              string  announce: announces of a representative without progress (paused: the limit)
+//	<hash>:peer:<ip>:stalls              string  announce: since when (unix ms) a representative has made no progress; 0 while paused
+//	<hash>:peer:<ip>:announced           string  announce: its latest announce (unix ms)
+//	<hash>:peer:<ip>:cadence             string  announce: its announce cadence (ms) learned from its periodic announces
 //	<hash>:timeline                      zset    sample: per-rack progress, one member per period (timeline.go)
 //
 // deactivations (SPEC section 3) is the index that finds the renamed runs
@@ -109,6 +111,8 @@ const (
 	peerRack       = "rack"
 	peerHostname   = "hostname"
 	peerStalls     = "stalls"
+	peerAnnounced  = "announced"
+	peerCadence    = "cadence"
 	peerEvent      = "event" // <hash>:peer:<ip>:event:<event>
 )
 
@@ -132,6 +136,7 @@ var rackSuffixes = []string{classSeen, classReps, classSeeders, rackLeft, rackSi
 var peerFields = []string{
 	peerCompact, peerPort, peerPeerID, peerKey, peerLastEvent, peerSeeder,
 	peerDownloaded, peerLeft, peerUploaded, peerRack, peerHostname, peerStalls,
+	peerAnnounced, peerCadence,
 }
 
 // Events a peer may report; each has a key <hash>:peer:<ip>:event:<event>.

@@ -214,7 +214,7 @@ func populate(t *testing.T, e *env) {
 		ann(fly, "10.2.0.1:6881", "r2", EventNone, 0),
 	)
 	// [fd00:2::7] and [fd00:3::1] have been silent for two minutes.
-	if got, err := s.Expire(ctx, 90*time.Second, 2, 3); err != nil || got.Peers != 2 {
+	if got, err := s.Expire(ctx, testTimers, 2); err != nil || got.Peers != 2 {
 		t.Fatalf("Expire = %+v, %v; want 2 peers expired", got, err)
 	}
 	c := storeClient(s)
@@ -737,7 +737,7 @@ func TestSnapshotRebuild(t *testing.T) {
 			}
 		}
 		e.clock.Advance(2 * time.Minute)
-		if _, err := s.Expire(ctx, 90*time.Second, 2, 3); err != nil {
+		if _, err := s.Expire(ctx, testTimers, 2); err != nil {
 			t.Fatalf("Expire: %v", err)
 		}
 		if _, err := s.Deactivate(ctx, h); err != nil {

@@ -210,12 +210,15 @@ func TestExpiry(t *testing.T) {
 		mustAnnounce(t, s, ann(h, "10.0.0.1:1", "r1", EventStarted, 100)) // representative
 		mustAnnounce(t, s, ann(h, "10.0.0.2:1", "r1", EventStarted, 100)) // representative
 		mustAnnounce(t, s, ann(h, "10.0.0.3:1", "r1", EventStarted, 100))
-		e.clock.Advance(60 * time.Second)
+		// Before 10.0.0.1 is overdue (1.5 times the first cadence, 30 s):
+		// an announce of its rack after that would give its slot away
+		// itself (TestOverdueRepresentativeReplaced).
+		e.clock.Advance(40 * time.Second)
 		mustAnnounce(t, s, ann(h, "10.0.0.2:1", "r1", EventNone, 80))
 		mustAnnounce(t, s, ann(h, "10.0.0.3:1", "r1", EventNone, 90))
-		e.clock.Advance(40 * time.Second)
+		e.clock.Advance(50 * time.Second) // 10.0.0.1's deadline: the 90 s peer timeout
 
-		got, err := s.Expire(ctx, 90*time.Second, 2, 3)
+		got, err := s.Expire(ctx, testTimers, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,7 +238,7 @@ func TestExpiry(t *testing.T) {
 			t.Errorf("incomplete = %q, want 2", v)
 		}
 		// A second pass finds nothing more: cost follows what expires.
-		if got, _ := s.Expire(ctx, 90*time.Second, 2, 3); got.Peers != 0 {
+		if got, _ := s.Expire(ctx, testTimers, 2); got.Peers != 0 {
 			t.Errorf("second Expire = %+v, want nothing", got)
 		}
 	})

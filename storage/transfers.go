@@ -100,11 +100,11 @@ type Expired struct {
 // Redis (or the embedded store's one lock) for long.
 const expireBatch = 256
 
-// Expire removes from every active transfer the peers whose last announce is
-// timeout or longer ago, by the store's clock (see Options.Now), and refills
+// Expire removes from every active transfer the peers whose deadline has
+// passed (see Timers), by the store's clock (see Options.Now), and refills
 // the representative slots they held. Its cost follows the number of active
 // transfers and of expired peers.
-func (s *Store) Expire(ctx context.Context, timeout time.Duration, representatives, stall int) (Expired, error) {
+func (s *Store) Expire(ctx context.Context, t Timers, representatives int) (Expired, error) {
 	var total Expired
 	hashes, err := s.activeHashes(ctx, s.do)
 	if err != nil {
@@ -115,7 +115,8 @@ func (s *Store) Expire(ctx context.Context, timeout time.Duration, representativ
 			var res []int64
 			err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
 				var err error
-				res, err = scriptExpire.Run(ctx, c, nil, h, timeout.Milliseconds(), representatives, max(stall, 1), expireBatch, s.clockArg()).Int64Slice()
+				args := append([]any{h, s.clockArg(), representatives, expireBatch}, t.args()...)
+				res, err = scriptExpire.Run(ctx, c, nil, args...).Int64Slice()
 				return err
 			})
 			if err != nil {

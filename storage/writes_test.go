@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -68,8 +69,16 @@ func TestPeriodicAnnounceWritesOnlyChanges(t *testing.T) {
 		if got := e.raw.ZScore(ctx, k.rack("r1", rackLeft), "10.0.0.1:1").Val(); got != 90 {
 			t.Errorf("left of 10.0.0.1:1 in the election order = %v, want 90", got)
 		}
-		if got, want := e.raw.ZScore(ctx, k.field(leafSeen), "10.0.0.1").Val(), float64(e.clock.Now().UnixMilli()); got != want {
-			t.Errorf("last seen of 10.0.0.1 = %v, want %v", got, want)
+		// Its deadline: the peer timeout (90 s) is longer than 2.5 times
+		// the 1 s it waited.
+		if got, want := e.raw.ZScore(ctx, k.field(leafSeen), "10.0.0.1").Val(), float64(e.clock.Now().Add(90*time.Second).UnixMilli()); got != want {
+			t.Errorf("deadline of 10.0.0.1 = %v, want %v", got, want)
+		}
+		if got, want := e.raw.Get(ctx, k.peer("10.0.0.1", peerAnnounced)).Val(), strconv.FormatInt(e.clock.Now().UnixMilli(), 10); got != want {
+			t.Errorf("latest announce of 10.0.0.1 = %q, want %q", got, want)
+		}
+		if got := e.raw.Get(ctx, k.peer("10.0.0.1", peerCadence)).Val(); got != "1000" {
+			t.Errorf("cadence of 10.0.0.1 = %q, want 1000", got)
 		}
 		if got := e.raw.SMembers(ctx, k.peers(classLeech)).Val(); len(got) != 2 {
 			t.Errorf("leechers = %q, want both peers still current", got)

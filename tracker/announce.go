@@ -69,7 +69,7 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 		AllowUnregistered: s.cfg.Transfers.AllowUnregistered,
 		MaxUnregistered:   s.cfg.Transfers.MaxUnregistered,
 		Representatives:   s.policy.RepresentativesPerRack,
-		Stall:             s.policy.RepresentativeStall,
+		Timers:            s.timers,
 		Plan:              s.plan,
 		PeerIDs:           !q.Compact && !q.NoPeerID,
 	}

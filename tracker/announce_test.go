@@ -150,11 +150,18 @@ func TestAnnounceSwarm(t *testing.T) {
 			t.Errorf("c last_event = %q", got)
 		}
 
-		// b goes silent; a keeps announcing. After the peer timeout the
-		// maintenance pass expires b.
-		r.clock.Advance(60 * time.Second)
+		// b goes silent; a keeps announcing. b never showed its cadence (it
+		// announced twice in one instant), so it is taken to be the
+		// first_cadence (10 min): past 2.5 of those the maintenance pass
+		// expires b, while a, at 10 min, stays.
+		r.clock.Advance(10 * time.Minute)
 		r.announce(t, a, params{hash: h, port: 6881, left: 0})
-		r.clock.Advance(40 * time.Second)
+		r.clock.Advance(14 * time.Minute)
+		r.srv.maintain(context.Background())
+		if got := r.members(t, hs+":peers:L"); len(got) != 1 {
+			t.Errorf("peers:L 24 min after b's announce = %q, want b still there", got)
+		}
+		r.clock.Advance(2 * time.Minute)
 		r.srv.maintain(context.Background())
 		if got := r.members(t, hs+":peers:L"); len(got) != 0 {
 			t.Errorf("peers:L after expiry = %q, want empty", got)

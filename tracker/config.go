@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"racktracker/field"
+	"racktracker/storage"
 )
 
 // Config mirrors the top level of tracker.yaml that the tracker owns: the
@@ -31,13 +32,19 @@ type AdminConfig struct {
 
 // AnnounceConfig is what the tracker tells clients and whom it believes.
 type AnnounceConfig struct {
-	Interval       time.Duration `yaml:"interval"`
-	MinInterval    time.Duration `yaml:"min_interval"`
-	PeerTimeout    time.Duration `yaml:"peer_timeout"`
-	NumwantDefault int           `yaml:"numwant_default"`
-	NumwantMax     int           `yaml:"numwant_max"`
-	TrustIPParam   bool          `yaml:"trust_ip_param"`
-	TrustedProxies []string      `yaml:"trusted_proxies"`
+	Interval    time.Duration `yaml:"interval"`
+	MinInterval time.Duration `yaml:"min_interval"`
+	// PeerTimeout is the least time a peer stays current after an
+	// announce; one that announces less often than that stays current for
+	// PeerTimeoutCadences of its own cadence, learned from its announces,
+	// FirstCadence assumed until it announced twice (storage.Timers).
+	PeerTimeout         time.Duration `yaml:"peer_timeout"`
+	PeerTimeoutCadences float64       `yaml:"peer_timeout_cadences"`
+	FirstCadence        time.Duration `yaml:"first_cadence"`
+	NumwantDefault      int           `yaml:"numwant_default"`
+	NumwantMax          int           `yaml:"numwant_max"`
+	TrustIPParam        bool          `yaml:"trust_ip_param"`
+	TrustedProxies      []string      `yaml:"trusted_proxies"`
 }
 
 // TransfersConfig is the transfer lifecycle.
@@ -64,8 +71,12 @@ type TransfersConfig struct {
 type RackPolicy struct {
 	Handout                string `yaml:"handout"`
 	RepresentativesPerRack int    `yaml:"representatives_per_rack"`
-	RepresentativeStall    int    `yaml:"representative_stall"`
-	EscapePeers            int    `yaml:"escape_peers"`
+	// RepresentativeStall is a time, counted in announce.interval: a
+	// representative whose left has not shrunk for that long while its rack
+	// has no seeder loses the role, whatever its own cadence (see
+	// Config.Timers).
+	RepresentativeStall int `yaml:"representative_stall"`
+	EscapePeers         int `yaml:"escape_peers"`
 }
 
 // Handout modes accepted in racks.handout.
@@ -79,11 +90,13 @@ func DefaultConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:6969",
 		Announce: AnnounceConfig{
-			Interval:       30 * time.Second,
-			MinInterval:    10 * time.Second,
-			PeerTimeout:    90 * time.Second,
-			NumwantDefault: 50,
-			NumwantMax:     200,
+			Interval:            30 * time.Second,
+			MinInterval:         10 * time.Second,
+			PeerTimeout:         storage.DefaultPeerTimeout,
+			PeerTimeoutCadences: storage.DefaultCadences,
+			FirstCadence:        storage.DefaultFirstCadence,
+			NumwantDefault:      50,
+			NumwantMax:          200,
 		},
 		Transfers: TransfersConfig{
 			AllowUnregistered: true, MaxUnregistered: 1000,
@@ -123,6 +136,12 @@ func (c Config) Validate() error {
 	positive("announce.peer_timeout", a.PeerTimeout)
 	if a.MinInterval > a.Interval && a.Interval > 0 {
 		errs.AddRelated("announce.min_interval", "announce.interval", "%s is longer than announce.interval %s", a.MinInterval, a.Interval)
+	}
+	if a.PeerTimeoutCadences < storage.OverdueCadences {
+		bad("announce.peer_timeout_cadences", "must be at least %g (a representative is replaced when overdue by %g of its cadences, before it expires), got %g", storage.OverdueCadences, storage.OverdueCadences, a.PeerTimeoutCadences)
+	}
+	if a.FirstCadence < time.Second {
+		bad("announce.first_cadence", "must be at least 1s, got %s", a.FirstCadence)
 	}
 	if a.PeerTimeout > 0 && a.PeerTimeout <= a.Interval {
 		errs.AddRelated("announce.peer_timeout", "announce.interval", "%s must be longer than announce.interval %s, or every peer expires between announces", a.PeerTimeout, a.Interval)
@@ -223,4 +242,16 @@ func (p RackPolicy) Validate() error {
 		bad("escape_peers", "must not be negative, got %d", p.EscapePeers)
 	}
 	return errs.Err()
+}
+
+// Timers are the store's liveness and stall clocks from the announce
+// section and the stall of the racks section (representative_stall
+// intervals of announce.interval).
+func (c Config) Timers(p RackPolicy) storage.Timers {
+	return storage.Timers{
+		PeerTimeout:  c.Announce.PeerTimeout,
+		Cadences:     c.Announce.PeerTimeoutCadences,
+		FirstCadence: c.Announce.FirstCadence,
+		Stall:        time.Duration(p.RepresentativeStall) * c.Announce.Interval,
+	}
 }

@@ -98,13 +98,12 @@ type TransferStore interface {
 // tracker processes may run them at once on one store; each pass is safe to
 // repeat.
 type MaintenanceStore interface {
-	// Expire removes from every active transfer the peers whose last
-	// announce is timeout or longer ago, and refills the representative
-	// slots they held (representatives per rack, demoting after stall
-	// announces without progress), as announces would. It works in
-	// bounded batches; its cost follows the active transfers and the
-	// expired peers, not the current ones.
-	Expire(ctx context.Context, timeout time.Duration, representatives, stall int) (storage.Expired, error)
+	// Expire removes from every active transfer the peers whose deadline
+	// (their own cadence, see storage.Timers) has passed, and refills the
+	// representative slots they held (representatives per rack), as
+	// announces would. It works in bounded batches; its cost follows the
+	// active transfers and the expired peers, not the current ones.
+	Expire(ctx context.Context, t storage.Timers, representatives int) (storage.Expired, error)
 	// Idle lists the active transfers with no current peer whose last
 	// announce (or, never announced, activation) is more than timeout ago.
 	Idle(ctx context.Context, timeout time.Duration) ([]storage.InfoHash, error)
@@ -145,6 +144,7 @@ type Server struct {
 	policy   RackPolicy
 	handout  Handout
 	plan     storage.Plan // handout.plan(), made once
+	timers   storage.Timers
 	store    Store
 	racks    atomic.Pointer[rackmap.Map]
 	resolver *rackmap.Resolver
@@ -179,6 +179,7 @@ func New(cfg Config, policy RackPolicy, store Store, racks *rackmap.Map, opts Op
 		uploadWait: uploadWait,
 	}
 	s.plan = s.handout.plan()
+	s.timers = cfg.Timers(policy)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -314,7 +315,7 @@ func (s *Server) maintain(ctx context.Context) {
 	start := time.Now()
 	// Cutoffs are the store's to compute, by its clock (Redis' TIME), so
 	// that tracker processes whose clocks differ agree on who expired.
-	exp, err := s.store.Expire(ctx, s.cfg.Announce.PeerTimeout, s.policy.RepresentativesPerRack, s.policy.RepresentativeStall)
+	exp, err := s.store.Expire(ctx, s.timers, s.policy.RepresentativesPerRack)
 	s.metrics.storage("expire", start, err)
 	if err != nil {
 		if ctx.Err() == nil {

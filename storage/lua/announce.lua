@@ -6,13 +6,16 @@
 -- announce.go.
 --
 -- A periodic announce of a known peer (same port, same rack, still
--- current) writes only what changed: its report, its last-seen time, its
--- left in the election order; the "every ... seen" sets are written when a
--- peer is new to the transfer, rack or port.
+-- current) writes only what changed: its report, its latest announce and
+-- cadence, its deadline in the expiry index, its left in the election
+-- order; the "every ... seen" sets are written when a peer is new to the
+-- transfer, rack or port. Timers (expiry, overdue representatives, stall)
+-- follow each peer's own cadence: see timers.go.
 local h, ip, port, peer = A.hash, A.ip, A.port, A.peer
 local event, rack, host = A.event, A.rack, A.hostname
 local now, nowms = clock(A.clock)
-local limit, stall_limit = tonumber(A.reps), tonumber(A.stall)
+local limit = tonumber(A.reps)
+local T = timers(A.timeout, A.cadences, A.first, A.stall, A.overdue, A.max_cadence, nowms)
 local numwant = tonumber(A.numwant)
 
 if redis.call('SISMEMBER', K.active, h) == 0 then
@@ -28,8 +31,11 @@ if redis.call('SISMEMBER', K.active, h) == 0 then
   redis.call('SET', K.field(h, K.t.registered), now)
 end
 
+local reps = rack_reps(h, rack)
+
 -- One read for everything the announce compares against: the peer's
--- stored fields, its rack's stalls and the transfer's counters.
+-- stored fields, its rack's stall mark, the transfer's counters, and the
+-- latest announce and cadence of the rack's other representatives.
 local fields = K.peer_fields
 local mkeys = {}
 for i, f in ipairs(fields) do mkeys[i] = K.peer(h, ip, f) end
@@ -39,11 +45,26 @@ local complete_key, incomplete_key = K.field(h, K.t.complete), K.field(h, K.t.in
 mkeys[nf + 1] = rstalls_key
 mkeys[nf + 2] = complete_key
 mkeys[nf + 3] = incomplete_key
+local others = {}
+for _, p in ipairs(reps.list) do
+  local pip = K.peerip(p)
+  if pip ~= ip then
+    others[#others + 1] = p
+    mkeys[#mkeys + 1] = K.peer(h, pip, K.p.announced)
+    mkeys[#mkeys + 1] = K.peer(h, pip, K.p.cadence)
+  end
+end
 local vals = redis.call('MGET', unpack(mkeys))
 local old = {}
-for i, f in ipairs(fields) do old[f] = vals[i] end
-local rstalls = tonumber(vals[nf + 1] or 0)
+for i, f in ipairs(fields) do old[f] = vals[i] or nil end
+-- The rack's stall mark; a small number is a count of an older version.
+local rstall = tonumber(vals[nf + 1] or nil)
+if rstall and rstall < 1e12 then rstall = nil end
 local complete0, incomplete0 = tonumber(vals[nf + 2] or 0), tonumber(vals[nf + 3] or 0)
+local rep_seen = {}
+for i, p in ipairs(others) do
+  rep_seen[p] = {vals[nf + 2 + 2 * i] or nil, vals[nf + 3 + 2 * i] or nil}
+end
 local complete, incomplete = complete0, incomplete0
 local oldport, oldrack, oldleft = old[K.p.port], old[K.p.rack], old[K.p.left]
 local known = oldport == port and oldrack == rack
@@ -53,8 +74,20 @@ if old[K.p.peer_id] and old[K.p.peer_id] ~= A.peer_id and redis.call('ZSCORE', K
   shared = 1
 end
 
-local reps = rack_reps(h, rack)
 local demoted, elected = 0, 0
+
+-- drop_overdue takes the role from the rack's representatives that are
+-- overdue for their own cadence, so that the election that follows
+-- refills their slots at this announce rather than at their expiry.
+local function drop_overdue()
+  for _, p in ipairs(others) do
+    local st = rep_seen[p]
+    if reps.set[p] and overdue(T, st[1], st[2]) then
+      demote(h, rack, p, reps)
+      demoted = demoted + 1
+    end
+  end
+end
 
 -- A host that comes back on another port, or in another rack after a rack
 -- map reload, replaces its old member everywhere.
@@ -75,7 +108,7 @@ if oldport and not known then
   if oldrack and oldrack ~= rack then
     -- The slot it held in its old rack is filled at once, not at that
     -- rack's next announce.
-    elect(h, oldrack, limit, stall_limit, nil)
+    elect(h, oldrack, limit, T, nil)
   end
 end
 
@@ -90,6 +123,23 @@ local new = {
   [K.p.left] = A.left, [K.p.uploaded] = A.uploaded, [K.p.rack] = rack, [K.p.hostname] = host,
 }
 if event ~= '' then new[K.p.last_event] = event end
+
+-- The cadence: the gap since the peer's previous announce, learned at a
+-- periodic announce that came before its deadline (a peer back from an
+-- absence, or one whose event came out of its cycle, teaches nothing). A
+-- longer gap is taken at once, a shorter one pulls it down by a quarter.
+local prev, cadence = tonumber(old[K.p.announced]), tonumber(old[K.p.cadence])
+if event == '' and prev and nowms > prev and nowms <= deadline(T, prev, cadence) then
+  local gap = nowms - prev
+  if not cadence or gap >= cadence then
+    cadence = gap
+  else
+    cadence = cadence - math.floor((cadence - gap) / 4)
+  end
+  cadence = math.min(cadence, T.max)
+  new[K.p.cadence] = tostring(cadence)
+end
+new[K.p.announced] = tostring(nowms)
 local mset = {K.field(h, K.t.last_announce), now}
 for i, f in ipairs(fields) do
   local v = new[f]
@@ -148,11 +198,12 @@ if event == K.ev.stopped then
     complete, incomplete = complete + ds, incomplete + dl
     reps_drop(reps, peer)
   end
-  elected = elect(h, rack, limit, stall_limit, reps)
+  drop_overdue()
+  elected = elect(h, rack, limit, T, reps)
   write_counters()
   local out = {}
   out[R.status], out[R.complete], out[R.incomplete] = ST.ok, complete, incomplete
-  out[R.role], out[R.escape], out[R.elected], out[R.demoted] = ROLE.stopped, 0, elected, 0
+  out[R.role], out[R.escape], out[R.elected], out[R.demoted] = ROLE.stopped, 0, elected, demoted
   out[R.shared] = shared
   return out
 end
@@ -160,7 +211,7 @@ end
 -- The current sets. A peer that was current, known and keeps its class is
 -- in them already: only its left moves in the election order.
 local rs, rr, rl = K.rackset(h, rack, K.c.seeders), K.rackset(h, rack, K.c.reps), K.rackset(h, rack, K.r.left)
-local fresh = redis.call('ZADD', seen_key, nowms, ip) == 1
+local fresh = redis.call('ZADD', seen_key, deadline(T, nowms, cadence), ip) == 1
 if fresh or not known or seeder ~= wasseeder then
   -- Only a current peer that kept its port and rack is in the other
   -- class's sets (a new member was taken out of its old one's above).
@@ -205,27 +256,39 @@ local function rack_has_seeder()
   return rack_seeded
 end
 
--- Progress: a rack stalls when none of its leechers' left shrinks; a
--- representative stalls when its own left does not shrink while its rack
--- has no seeder to fetch from instead.
+-- Progress, measured in time: a rack stalls when none of its leechers'
+-- left has shrunk for T.stall since the first announce that showed none
+-- (its stall mark); a representative stalls when its own left has not
+-- shrunk for T.stall since the announce that last reported it, while its
+-- rack has no seeder to fetch from instead. At a cadence longer than
+-- T.stall, a representative is demoted at its first announce without
+-- progress.
 local isrep = reps.set[peer] == true
 -- Before any seeder exists nobody can be blamed for not progressing: nobody
 -- stalls then, or leechers that start before their origin would all end up
 -- unelectable.
 if not seeder and oldleft then
   if nleft < tonumber(oldleft) then
-    if rstalls ~= 0 then
-      redis.call('SET', rstalls_key, 0)
-      rstalls = 0
+    if vals[nf + 1] then
+      redis.call('DEL', rstalls_key)
+      rstall = nil
     end
     if old[K.p.stalls] then redis.call('DEL', K.peer(h, ip, K.p.stalls)) end
   elseif complete > 0 then
-    rstalls = redis.call('INCR', rstalls_key)
+    if not rstall then
+      rstall = nowms
+      redis.call('SET', rstalls_key, rstall)
+    end
     if isrep and not rack_has_seeder() then
-      if redis.call('INCR', K.peer(h, ip, K.p.stalls)) >= stall_limit then
+      local mark = tonumber(old[K.p.stalls])
+      if not mark then
+        mark = prev or nowms
+        redis.call('SET', K.peer(h, ip, K.p.stalls), mark)
+      end
+      if stalled(T, mark) then
         demote(h, rack, peer, reps)
         isrep = false
-        demoted = 1
+        demoted = demoted + 1
       end
     end
   end
@@ -234,15 +297,16 @@ end
 -- A paused peer (BEP 21) downloads nothing more: it cannot fetch for its
 -- rack, so it gives up the role and is not elected while paused.
 if event == K.ev.paused and not seeder then
-  redis.call('SET', K.peer(h, ip, K.p.stalls), stall_limit)
+  redis.call('SET', K.peer(h, ip, K.p.stalls), 0)
   if isrep then
     demote(h, rack, peer, reps)
     isrep = false
-    demoted = 1
+    demoted = demoted + 1
   end
 end
 
-elected = elect(h, rack, limit, stall_limit, reps)
+drop_overdue()
+elected = elect(h, rack, limit, T, reps)
 isrep = reps.set[peer] == true
 
 local role = ROLE.leecher
@@ -252,7 +316,7 @@ local escape = 0
 if role == ROLE.leecher then
   if reps.n == 0 and not rack_has_seeder() then
     escape = 1
-  elseif rstalls >= stall_limit and rstalls >= stall_limit * math.max(redis.call('ZCARD', rl), 1) then
+  elseif rstall and nowms - rstall >= T.stall then
     escape = 1
   end
 end

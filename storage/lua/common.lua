@@ -85,8 +85,46 @@ local function add_counters(h, ds, dl)
   if dl ~= 0 then redis.call('INCRBY', K.field(h, K.t.incomplete), dl) end
 end
 
--- demote takes peer p out of the representatives of rack; its stalls (or a
--- pause) keep it from being elected again until it progresses.
+-- timers reads the arguments of storage.Timers (see timers.go) at now
+-- (unix ms): T.timeout, T.cadences, T.first, T.stall, T.overdue, T.max.
+local function timers(timeout, cadences, first, stall, overdue, maxc, nowms)
+  return {
+    timeout = tonumber(timeout), cadences = tonumber(cadences), first = tonumber(first),
+    stall = tonumber(stall), overdue = tonumber(overdue), max = tonumber(maxc), now = nowms,
+  }
+end
+
+-- cadence_of is a peer's stored cadence, or the first cadence when it has
+-- none yet.
+local function cadence_of(T, stored)
+  return tonumber(stored) or T.first
+end
+
+-- deadline is when a peer that announces at at (unix ms) with cadence
+-- (stored, or nil) expires.
+local function deadline(T, at, cadence)
+  return at + math.max(T.timeout, math.floor(T.cadences * cadence_of(T, cadence)))
+end
+
+-- overdue tells whether a peer whose latest announce was at (stored, or
+-- nil: a peer of an older version, never overdue) with cadence is overdue.
+local function overdue(T, at, cadence)
+  at = tonumber(at)
+  if not at then return false end
+  return T.now > at + T.overdue * cadence_of(T, cadence)
+end
+
+-- stalled tells whether a stored stall mark (since when the peer made no
+-- progress, unix ms) is older than the stall time. 0 marks a paused peer;
+-- small numbers are counts of an older version: both are stalled.
+local function stalled(T, mark)
+  mark = tonumber(mark)
+  if not mark then return false end
+  return mark < 1e12 or T.now - mark >= T.stall
+end
+
+-- demote takes peer p out of the representatives of rack; its stall mark
+-- (or a pause) keeps it from being elected again until it progresses.
 local function demote(h, rack, p, reps)
   redis.call('SREM', K.rackset(h, rack, K.c.reps), p)
   redis.call('SREM', K.peers(h, K.c.reps), p)
@@ -96,9 +134,10 @@ end
 -- elect fills the free representative slots of rack with its current
 -- leechers of most progress (least left), the first to have announced among
 -- equals, skipping peers that stalled as representatives until they
--- progress again. reps is the rack's representatives (rack_reps), kept up
--- to date; nil reads them. Returns how many it elected.
-local function elect(h, rack, limit, stall_limit, reps)
+-- progress again, and peers overdue for their own cadence (see timers.go).
+-- reps is the rack's representatives (rack_reps), kept up to date; nil
+-- reads them. Returns how many it elected.
+local function elect(h, rack, limit, T, reps)
   reps = reps or rack_reps(h, rack)
   if reps.n >= limit then return 0 end
   local lk = K.rackset(h, rack, K.r.left)
@@ -121,19 +160,28 @@ local function elect(h, rack, limit, stall_limit, reps)
   end
   if #cands == 0 then return 0 end
   local since = call_chunked('ZMSCORE', K.rackset(h, rack, K.r.since), cands)
+  -- Three leaves per candidate: its stall mark, latest announce, cadence.
   local skeys = {}
   local first = {}
   for i, c in ipairs(cands) do
     first[c] = tonumber(since[i] or 0)
-    skeys[i] = K.peer(h, K.peerip(c), K.p.stalls)
+    local ip = K.peerip(c)
+    skeys[#skeys + 1] = K.peer(h, ip, K.p.stalls)
+    skeys[#skeys + 1] = K.peer(h, ip, K.p.announced)
+    skeys[#skeys + 1] = K.peer(h, ip, K.p.cadence)
   end
-  local stalls = {}
-  for i = 1, #skeys, 1000 do
-    local part = redis.call('MGET', unpack(skeys, i, math.min(i + 999, #skeys)))
-    for _, v in ipairs(part) do stalls[#stalls + 1] = v end
+  local vals = {}
+  for i = 1, #skeys, 999 do
+    local part = redis.call('MGET', unpack(skeys, i, math.min(i + 998, #skeys)))
+    for _, v in ipairs(part) do vals[#vals + 1] = v end
   end
-  local stalled = {}
-  for i, c in ipairs(cands) do stalled[c] = tonumber(stalls[i] or 0) >= stall_limit end
+  local skip = {}
+  for i, c in ipairs(cands) do
+    local j = 3 * (i - 1)
+    -- MGET answers false for a missing key.
+    local function val(k) local v = vals[j + k]; if v then return v end return nil end
+    skip[c] = stalled(T, val(1)) or overdue(T, val(2), val(3))
+  end
   table.sort(cands, function(a, b)
     if left[a] ~= left[b] then return left[a] < left[b] end
     if first[a] ~= first[b] then return first[a] < first[b] end
@@ -142,7 +190,7 @@ local function elect(h, rack, limit, stall_limit, reps)
   local elected = {}
   for _, c in ipairs(cands) do
     if reps.n >= limit then break end
-    if not stalled[c] then
+    if not skip[c] then
       elected[#elected + 1] = c
       reps_add(reps, c)
     end

@@ -1,0 +1,90 @@
+package storage
+
+import (
+	"strconv"
+	"time"
+)
+
+// Timers are the clocks of liveness and stall. Real clients announce at
+// their own pace whatever interval they are handed (libtorrent at most every
+// 300 s, rtorrent 600 s, anacrolix 60 s), so each peer is judged against
+// its own cadence, learned from its announces, not against a fixed count of
+// announces:
+//
+//   - A peer's cadence is the gap between its announces, measured at each
+//     periodic (event-less) announce that comes before its deadline. A
+//     longer gap is taken at once, a shorter one pulls the cadence down by a
+//     quarter of the difference (a client that asks early once keeps its
+//     slack). It is capped at MaxCadence. Until a peer has announced twice,
+//     its cadence is taken to be FirstCadence.
+//   - A peer expires when it is silent past its deadline: its last announce
+//     plus the longer of PeerTimeout and Cadences times its cadence. The
+//     deadline is the score of the expiry index, written at each announce,
+//     so that an expiry pass reads only the peers that expire.
+//   - A representative that has not announced for OverdueCadences of its
+//     cadences is overdue: the rack's next announce (any of its peers,
+//     including "stopped") takes the role from it and refills the slot, and
+//     an overdue peer is not elected. It stays current until it expires.
+//   - A representative that makes no progress while its rack has no seeder
+//     (and the swarm has one) loses the role once Stall has passed since
+//     the announce that last showed its left, so that at 600 s a stuck
+//     representative goes at its first announce without progress. A rack
+//     whose leechers show no progress for Stall lets them escape (SPEC
+//     section 4).
+type Timers struct {
+	PeerTimeout  time.Duration
+	Cadences     float64
+	FirstCadence time.Duration
+	Stall        time.Duration
+}
+
+// The defaults of a zero Timers field.
+const (
+	DefaultPeerTimeout  = 90 * time.Second
+	DefaultCadences     = 2.5
+	DefaultFirstCadence = 600 * time.Second
+	DefaultStall        = 90 * time.Second
+)
+
+// OverdueCadences is how many of its own cadences a representative may stay
+// silent before its rack's next announce gives its slot away. It leaves
+// room for a client's jitter (the tracker's interval is handed out +-10%)
+// and a slow round trip, and is below any Cadences that keeps a peer alive
+// past one missed announce.
+const OverdueCadences = 1.5
+
+// MaxCadence caps a learned cadence, so that a peer that announces ever
+// more slowly cannot stay current for ever without announcing.
+const MaxCadence = time.Hour
+
+// withDefaults fills the zero fields.
+func (t Timers) withDefaults() Timers {
+	if t.PeerTimeout <= 0 {
+		t.PeerTimeout = DefaultPeerTimeout
+	}
+	if t.Cadences <= 0 {
+		t.Cadences = DefaultCadences
+	}
+	if t.FirstCadence <= 0 {
+		t.FirstCadence = DefaultFirstCadence
+	}
+	if t.Stall <= 0 {
+		t.Stall = DefaultStall
+	}
+	return t
+}
+
+// args renders the timers as the scripts' timers() reads them: the peer
+// timeout, the cadences, the first cadence, the stall (milliseconds), the
+// overdue cadences and the cadence cap.
+func (t Timers) args() []any {
+	t = t.withDefaults()
+	return []any{
+		t.PeerTimeout.Milliseconds(),
+		strconv.FormatFloat(t.Cadences, 'f', -1, 64),
+		t.FirstCadence.Milliseconds(),
+		t.Stall.Milliseconds(),
+		strconv.FormatFloat(OverdueCadences, 'f', -1, 64),
+		MaxCadence.Milliseconds(),
+	}
+}
