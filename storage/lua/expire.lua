@@ -5,7 +5,7 @@
 -- representatives per rack, ARGV[5..10] the timers (storage.Timers).
 -- A peer written by an older version has no latest announce and its score
 -- is that announce: its deadline is that plus the peer timeout, written
--- back when it has not passed yet.
+-- back (with that announce) when it has not passed yet.
 -- Returns {expired, elected, more} where more is 1 when peers are left.
 local h = ARGV[1]
 local _, nowms = clock(ARGV[2])
@@ -21,6 +21,7 @@ for i = 1, #due, 2 do
   local pr = redis.call('MGET', K.peer(h, ip, K.p.port), K.peer(h, ip, K.p.rack), K.peer(h, ip, K.p.seeder), K.peer(h, ip, K.p.announced))
   if pr[1] and not pr[4] and score + T.timeout > nowms then
     redis.call('ZADD', seen, score + T.timeout, ip)
+    redis.call('SET', K.peer(h, ip, K.p.announced), string.format('%.0f', score))
   else
     if pr[1] then
       local _, s, l = leave_current(h, pr[2] or nil, K.peerstr(ip, pr[1]), {seeder = pr[3] == 'True', rep = true})
