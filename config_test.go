@@ -139,6 +139,7 @@ func TestConfigErrors(t *testing.T) {
 		{"sentinel_and_addr.yaml", []int{4, 7}},
 		{"sentinel_incomplete.yaml", []int{4}},
 		{"several_problems.yaml", []int{7, 9, 12, 21, 22, 23, 30, 33}},
+		{"bad_cadences.yaml", []int{2, 3}},
 	}
 	dir := filepath.Join("testdata", "config")
 	tested := map[string]bool{}

@@ -21,10 +21,13 @@ import (
 //     plus the longer of PeerTimeout and Cadences times its cadence. The
 //     deadline is the score of the expiry index, written at each announce,
 //     so that an expiry pass reads only the peers that expire.
-//   - A representative that has not announced for OverdueCadences of its
-//     cadences is overdue: the rack's next announce (any of its peers,
-//     including "stopped") takes the role from it and refills the slot, and
-//     an overdue peer is not elected. It stays current until it expires.
+//   - A representative silent for the longer of PeerTimeout and
+//     OverdueCadences of its cadence is overdue: the rack's next announce
+//     (any of its peers, including "stopped") takes the role from it and
+//     refills the slot, and an overdue peer is not elected. It stays
+//     current until it expires. (The floor keeps a client that once
+//     announced twice in a second from being called overdue a second
+//     later; at the tracker's own interval expiry comes as soon.)
 //   - A representative that makes no progress while its rack has no seeder
 //     (and the swarm has one) loses the role once Stall has passed since
 //     the announce that last showed its left, so that at 600 s a stuck
@@ -46,8 +49,9 @@ const (
 	DefaultStall        = 90 * time.Second
 )
 
-// OverdueCadences is how many of its own cadences a representative may stay
-// silent before its rack's next announce gives its slot away. It leaves
+// OverdueCadences is how many of its own cadences (at least PeerTimeout) a
+// representative may stay silent before its rack's next announce gives its
+// slot away. It leaves
 // room for a client's jitter (the tracker's interval is handed out +-10%)
 // and a slow round trip, and is below any Cadences that keeps a peer alive
 // past one missed announce.

@@ -107,11 +107,12 @@ local function deadline(T, at, cadence)
 end
 
 -- overdue tells whether a peer whose latest announce was at (stored, or
--- nil: a peer of an older version, never overdue) with cadence is overdue.
+-- nil: a peer of an older version, never overdue) with cadence is overdue:
+-- silent for the longer of the peer timeout and T.overdue cadences.
 local function overdue(T, at, cadence)
   at = tonumber(at)
   if not at then return false end
-  return T.now > at + T.overdue * cadence_of(T, cadence)
+  return T.now > at + math.max(T.timeout, T.overdue * cadence_of(T, cadence))
 end
 
 -- stalled tells whether a stored stall mark (since when the peer made no
