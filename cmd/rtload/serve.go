@@ -148,8 +148,8 @@ func startTracker(ctx context.Context, c serveConfig) (*trackerRun, error) {
 	}
 }
 
-// stop closes the child's stdin, which shuts it down in main's order, and
-// waits for it; it is killed when it overstays.
+// stop closes the child's stdin, which shuts it down in the program's
+// order, and waits for it; it is killed when it overstays.
 func (t *trackerRun) stop() error {
 	t.stdin.Close()
 	select {
