@@ -36,6 +36,10 @@ type embeddedState struct {
 	sinceRebuild int // snapshots since the last rebuild, under snapMu
 	rebuildAfter int
 
+	// scripts runs the store's scripts on the current instance (see
+	// minilua.go); nil when miniredis' own EVALSHA does.
+	scripts *miniScripts
+
 	ln     net.Listener // embedded.listen, when set
 	lnDone chan struct{}
 
@@ -101,11 +105,11 @@ func (s *Store) openEmbedded(opts Options) error {
 	if err := checkWritable(path); err != nil {
 		return fmt.Errorf("snapshot directory %s is not writable: %w; every snapshot would fail and a restart would lose what was written since: fix the directory (permissions, space) or set storage.embedded.snapshot_path", dir, err)
 	}
-	m, c, err := s.startEmbedded(recs)
+	m, ms, c, err := s.startEmbedded(recs)
 	if err != nil {
 		return fmt.Errorf("snapshot %s: %w", path, err)
 	}
-	s.mini, s.rdb = m, c
+	s.mini, s.rdb, s.emb.scripts = m, c, ms
 	if addr := s.cfg.Embedded.Listen; addr != "" {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -138,29 +142,35 @@ func checkWritable(path string) error {
 	return errors.Join(werr, serr, cerr, rerr)
 }
 
-// startEmbedded makes a fresh miniredis holding recs, and its client.
+// startEmbedded makes a fresh miniredis holding recs, what runs the store's
+// scripts on it (nil when miniredis' own EVALSHA does), and its client.
 // The instance has no listener of its own: the store's client reaches it
 // over memPipes, and embedded.listen is served by serveListener, which
 // hands each connection to whichever instance is current.
-func (s *Store) startEmbedded(recs []record) (*miniredis.Miniredis, *redis.Client, error) {
+func (s *Store) startEmbedded(recs []record) (*miniredis.Miniredis, *miniScripts, *redis.Client, error) {
 	m := miniredis.NewMiniRedis()
 	// Dial starts miniredis without a listener; its own net.Pipe
 	// connection is not used (see memPipe).
 	conn, err := m.Dial()
 	if err != nil {
-		return nil, nil, fmt.Errorf("start embedded store: %w", err)
+		return nil, nil, nil, fmt.Errorf("start embedded store: %w", err)
 	}
 	conn.Close()
 	db := m.DB(0)
 	for _, r := range recs {
 		if err := put(db, r); err != nil {
 			m.Close()
-			return nil, nil, fmt.Errorf("restore embedded store: key %q: %w", r.key, err)
+			return nil, nil, nil, fmt.Errorf("restore embedded store: key %q: %w", r.key, err)
 		}
 	}
+	ms := newMiniScripts(m)
+	if ms == nil {
+		s.log.Warn("embedded store: miniredis is not the version this racktracker was built against; scripts run through miniredis' own EVALSHA (slower)")
+	}
+	m.Server().SetPreHook(ms.serverHook())
 	o := s.clientOptions()
 	o.Dialer = dialer(m)
-	return m, s.newClient(o), nil
+	return m, ms, s.newClient(o), nil
 }
 
 // put writes r into db, which does not hold r.key. Restoring through
@@ -370,7 +380,7 @@ func (s *Store) rebuildDue(cp storeCopy) bool {
 // until the swap; their writes are refused in the moment the gate is held,
 // since the old instance and whatever it took then are about to go.
 func (s *Store) rebuild(from []record) error {
-	m, c, err := s.startEmbedded(from)
+	m, ms, c, err := s.startEmbedded(from)
 	if err != nil {
 		return err
 	}
@@ -383,13 +393,13 @@ func (s *Store) rebuild(from []record) error {
 		err = applyDiff(m.DB(0), from, now.recs)
 	}
 	if err != nil {
-		srv.SetPreHook(nil)
+		srv.SetPreHook(s.emb.scripts.serverHook())
 		s.gate.unlock()
 		c.Close()
 		m.Close()
 		return err
 	}
-	s.mini, s.rdb = m, c
+	s.mini, s.rdb, s.emb.scripts = m, c, ms
 	s.dirty.Store(false)
 	s.emb.sinceRebuild = 0
 	s.gate.unlock()

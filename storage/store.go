@@ -73,7 +73,9 @@ func loadScript(name, prelude string) *redis.Script {
 	if err != nil {
 		panic(err)
 	}
-	return redis.NewScript(luaKeys + string(common) + prelude + string(body))
+	src := luaKeys + string(common) + prelude + string(body)
+	addScriptSource(src)
+	return redis.NewScript(src)
 }
 
 var (

@@ -46,6 +46,8 @@
 //	                 give it a scratch one (its CPU is not reported)
 //	-redis-db N      database number on -redis-addr (default 0)
 //	-json            print the report as JSON instead of a table
+//	-cpuprofile P    write each tracker process' CPU profile, of its whole
+//	                 life, to P-<backend> (for go tool pprof)
 //
 // Addresses: host i (from 0) is in rack r = i mod R + 1 and is the j = i div
 // R-th host of its rack; it sends from 127.K.r.H with K = j div 250 and
@@ -153,6 +155,7 @@ type options struct {
 	burst                                bool
 	rounds                               int
 	snapshotInterval                     time.Duration
+	cpuProfile                           string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -172,6 +175,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.burst, "burst", false, "every (host, transfer) pair through started, periodic, completed, periodic, stopped, per round")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds of -burst")
 	fs.DurationVar(&o.snapshotInterval, "snapshot-interval", 0, "embedded store's snapshot interval (0: the default)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write each tracker process' CPU profile to this path, suffixed -<backend>")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -659,6 +663,11 @@ func (t *target) redisCPU() time.Duration {
 func startTarget(ctx context.Context, o options, backend string, hosts *hosts, tmp string) (_ *target, err error) {
 	t := &target{backend: backend, hosts: hosts}
 	cfg := serveConfig{Backend: backend, Hosts: o.hosts, Racks: o.racks}
+	if o.cpuProfile != "" {
+		if cfg.CPUProfile, err = filepath.Abs(o.cpuProfile + "-" + backend); err != nil {
+			return nil, err
+		}
+	}
 	switch backend {
 	case storage.BackendEmbedded:
 		cfg.SnapshotPath = filepath.Join(tmp, "tracker.snapshot")

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ type serveConfig struct {
 	SnapshotInterval time.Duration `json:"snapshot_interval,omitempty"`
 	Hosts            int           `json:"hosts"`
 	Racks            int           `json:"racks"`
+	CPUProfile       string        `json:"cpu_profile,omitempty"`
 }
 
 // serveChild is the child's whole life: it runs the tracker on
@@ -49,6 +51,20 @@ func serveChild(raw string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var c serveConfig
 	if err := json.Unmarshal([]byte(raw), &c); err != nil {
 		return fmt.Errorf("%s: %w", serveEnv, err)
+	}
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	cfg := app.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
