@@ -34,6 +34,7 @@ type swarmSim struct {
 	h      InfoHash
 	hosts  []*slowHost
 	timers Timers
+	limit  int // representatives per rack; 0: ann's 2
 	rng    *rand.Rand
 	// expired counts peers the passes expired.
 	expired int
@@ -43,6 +44,9 @@ func (s *swarmSim) announce(hst *slowHost, event string) Swarm {
 	a := ann(s.h, hst.addr, hst.rack, event, hst.left)
 	a.Timers = s.timers
 	a.Numwant = 0
+	if s.limit > 0 {
+		a.Representatives = s.limit
+	}
 	hst.last = s.e.clock.Now()
 	return mustAnnounce(s.t, s.e.store, a)
 }
@@ -323,6 +327,48 @@ func TestLegacyExpiryScore(t *testing.T) {
 		e.clock.Advance(30 * time.Second)
 		if exp, err := e.store.Expire(ctx, testTimers, 2); err != nil || exp.Peers != 1 {
 			t.Fatalf("Expire 90 s after a legacy announce = %+v, %v; want it expired", exp, err)
+		}
+	})
+}
+
+// TestRackEscapeIsElapsedTime: a rack whose leechers show no progress lets
+// them escape once the stall time has passed since the first announce that
+// showed none, whatever the number of its leechers: at 600 s, at the next
+// announce after it (counting announces, 3 per leecher, took half an
+// hour). Until then a leecher of a rack with a representative does not.
+func TestRackEscapeIsElapsedTime(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		s := &swarmSim{t: t, e: e, h: hash(0xc6), limit: 1}
+		seed := &slowHost{addr: "10.0.0.1:1", rack: "r0", left: 0}
+		a := &slowHost{addr: "10.1.0.1:1", rack: "r1", left: 1000}
+		b := &slowHost{addr: "10.1.0.2:1", rack: "r1", left: 1000}
+		s.announce(seed, EventStarted)
+		s.announce(a, EventStarted) // the representative
+		s.announce(b, EventStarted)
+		e.clock.Advance(600 * time.Second)
+		s.announce(seed, EventNone)
+		// No progress in 600 s: a loses the role to b; the rack's stall
+		// starts now.
+		if sw := s.announce(a, EventNone); sw.Role != RoleLeecher || sw.Escape {
+			t.Fatalf("first announce without progress: role %c, escape %v; want a leecher, no escape", sw.Role, sw.Escape)
+		}
+		if sw := s.announce(b, EventNone); sw.Role != RoleRepresentative {
+			t.Fatalf("b: role %c, want the representative", sw.Role)
+		}
+		e.clock.Advance(60 * time.Second)
+		if sw := s.announce(a, EventNone); sw.Escape {
+			t.Fatalf("60 s into the rack's stall: escape")
+		}
+		e.clock.Advance(540 * time.Second)
+		s.announce(seed, EventNone)
+		if sw := s.announce(a, EventNone); sw.Role != RoleLeecher || !sw.Escape {
+			t.Fatalf("600 s into the rack's stall: role %c, escape %v; want a leecher that escapes", sw.Role, sw.Escape)
+		}
+		// Progress anywhere in the rack ends it.
+		b.left--
+		s.announce(b, EventNone)
+		if sw := s.announce(a, EventNone); sw.Escape {
+			t.Fatalf("after the rack progressed: escape")
 		}
 	})
 }

@@ -42,7 +42,7 @@ import (
 //	<hash>:rack:<rack>:stalls            string  announce: since when (unix ms) the rack's leechers have shown no progress; absent while they progress
 //	<hash>:complete, :incomplete         string  announce: sizes of peers:S and peers:L (SCARD sorts on miniredis)
 //	<hash>:completions                   string  announce: count of completed events (scrape "downloaded")
-//	<hash>:peer:<ip>:stalls              string  announce: since when (unix ms) a representative has made no progress; 0 while paused
+//	<hash>:peer:<ip>:stalls              string  announce, election: since when (unix ms) a representative has made no progress; 0 while paused
 //	<hash>:peer:<ip>:announced           string  announce: its latest announce (unix ms)
 //	<hash>:peer:<ip>:cadence             string  announce: its announce cadence (ms) learned from its periodic announces
 //	<hash>:timeline                      zset    sample: per-rack progress, one member per period (timeline.go)

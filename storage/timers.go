@@ -30,8 +30,9 @@ import (
 //     later; at the tracker's own interval expiry comes as soon.)
 //   - A representative that makes no progress while its rack has no seeder
 //     (and the swarm has one) loses the role once Stall has passed since
-//     the announce that last showed its left, so that at 600 s a stuck
-//     representative goes at its first announce without progress. A rack
+//     its election or the announce that last showed its left, whichever is
+//     later, so that at 600 s a stuck representative goes at its first
+//     announce without progress. A rack
 //     whose leechers show no progress for Stall lets them escape (SPEC
 //     section 4).
 type Timers struct {

@@ -259,10 +259,10 @@ end
 -- Progress, measured in time: a rack stalls when none of its leechers'
 -- left has shrunk for T.stall since the first announce that showed none
 -- (its stall mark); a representative stalls when its own left has not
--- shrunk for T.stall since the announce that last reported it, while its
--- rack has no seeder to fetch from instead. At a cadence longer than
--- T.stall, a representative is demoted at its first announce without
--- progress.
+-- shrunk for T.stall since its election or the announce that last
+-- reported that left, whichever is later (its stall mark), while its rack
+-- has no seeder to fetch from instead. At a cadence longer than T.stall,
+-- a representative is demoted at its first announce without progress.
 local isrep = reps.set[peer] == true
 -- Before any seeder exists nobody can be blamed for not progressing: nobody
 -- stalls then, or leechers that start before their origin would all end up
@@ -291,6 +291,9 @@ if not seeder and oldleft then
         demoted = demoted + 1
       end
     end
+  elseif isrep and old[K.p.stalls] and tonumber(old[K.p.stalls]) >= 1e12 then
+    -- No seeder anywhere yet: the stall is measured once there is one.
+    redis.call('DEL', K.peer(h, ip, K.p.stalls))
   end
 end
 

@@ -199,6 +199,14 @@ local function elect(h, rack, limit, T, reps)
   if #elected > 0 then
     redis.call('SADD', K.rackset(h, rack, K.c.reps), unpack(elected))
     redis.call('SADD', K.peers(h, K.c.reps), unpack(elected))
+    -- A new representative's stall is measured from its election: it got
+    -- other racks' peers only from now on.
+    local marks = {}
+    for _, c in ipairs(elected) do
+      marks[#marks + 1] = K.peer(h, K.peerip(c), K.p.stalls)
+      marks[#marks + 1] = T.now
+    end
+    redis.call('MSET', unpack(marks))
   end
   return #elected
 end
