@@ -81,6 +81,21 @@ var classNames = map[Class]string{
 	AllSeeders: "all_seeders", AllLeechers: "all_leechers",
 }
 
+// classOverlaps says, for each class, the classes that may hold some of its
+// members: representatives are leechers or seeders, and the All classes
+// hold every rack's peers. The script sizes a later stage's draws by what
+// earlier stages drew of these (see sampling in announce.lua).
+var classOverlaps = map[Class]string{
+	OwnSeeders:        "sra",
+	OwnReps:           "srlab",
+	OwnLeechers:       "rlb",
+	OtherSeeders:      "SRa",
+	OtherReps:         "SRPab",
+	OtherLeechingReps: "RPb",
+	AllSeeders:        "srSRa",
+	AllLeechers:       "rlRPb",
+}
+
 // Stage is one step of a handout: up to N peers drawn at random from the
 // union of Classes. N <= 0 means as many as numwant allows.
 type Stage struct {
@@ -241,7 +256,8 @@ const (
 )
 
 // announcePrelude declares, in Lua, the names above: A.<arg>, R.<reply
-// field> (1-based), ST (statuses), ROLE and CL (classes).
+// field> (1-based), ST (statuses), ROLE, CL (classes) and OVERLAP (class
+// letter -> the letters of classOverlaps).
 func announcePrelude() string {
 	var b strings.Builder
 	b.WriteString("local A = {}\n")
@@ -270,6 +286,16 @@ func announcePrelude() string {
 		fmt.Fprintf(&b, "%s = %s", classNames[c], luaQuote(string(c)))
 	}
 	b.WriteString("})\n")
+	b.WriteString("local OVERLAP = {")
+	first = true
+	for _, c := range []Class{OwnSeeders, OwnReps, OwnLeechers, OtherSeeders, OtherReps, OtherLeechingReps, AllSeeders, AllLeechers} {
+		if !first {
+			b.WriteString(", ")
+		}
+		first = false
+		fmt.Fprintf(&b, "[%s] = %s", luaQuote(string(c)), luaQuote(classOverlaps[c]))
+	}
+	b.WriteString("}\n")
 	return b.String()
 }
 

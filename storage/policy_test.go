@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -373,4 +374,122 @@ func TestRandomizedInvariants(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSampleFillsNumwant: the script draws a later stage only as much as
+// may still be missing, and what it returns still fills numwant whenever
+// the plan's classes hold that many peers. The tracker's pick is played
+// here: stage by stage, up to the stage's n, without the asker or a peer
+// taken before; the expected size comes from the sets themselves.
+func TestSampleFillsNumwant(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		h := hash(0x2b)
+		k := transferKeys(h)
+		racks := map[string][2]int{"r1": {4, 6}, "r2": {0, 5}, "r3": {2, 1}} // seeders, leechers
+		var askers []Announce
+		for r, n := range racks {
+			for i := range n[0] + n[1] {
+				left := int64(100)
+				if i < n[0] {
+					left = 0
+				}
+				a := ann(h, fmt.Sprintf("10.%s.0.%d:1", r[1:], i+1), r, EventStarted, left)
+				a.Stall = 1000 // nobody stalls: every asker keeps its role
+				a.Plan = localPlan
+				mustAnnounce(t, e.store, a)
+				a.Event = EventNone
+				askers = append(askers, a)
+			}
+		}
+		members := func(key string) map[string]bool {
+			out := map[string]bool{}
+			for _, m := range e.raw.SMembers(ctx, key).Val() {
+				out[m] = true
+			}
+			return out
+		}
+		for _, a := range askers {
+			for _, numwant := range []int{1, 2, 3, 5, 8, 13, 50} {
+				a.Numwant = numwant
+				sw := mustAnnounce(t, e.store, a)
+				self := peerString(a.Addr)
+				own := map[Class]map[string]bool{
+					OwnSeeders: members(k.rack(a.Rack, classSeeders)),
+					OwnReps:    members(k.rack(a.Rack, classReps)),
+					OwnLeechers: func() map[string]bool {
+						out := map[string]bool{}
+						for _, m := range e.raw.ZRange(ctx, k.rack(a.Rack, rackLeft), 0, -1).Val() {
+							out[m] = true
+						}
+						return out
+					}(),
+				}
+				seeders, reps := members(k.peers(classSeeders)), members(k.peers(classReps))
+				class := map[Class]map[string]bool{
+					OtherSeeders: {}, OtherReps: {}, OtherLeechingReps: {},
+				}
+				for m := range seeders {
+					if !own[OwnSeeders][m] {
+						class[OtherSeeders][m] = true
+					}
+				}
+				for m := range reps {
+					if !own[OwnReps][m] {
+						class[OtherReps][m] = true
+						if !seeders[m] {
+							class[OtherLeechingReps][m] = true
+						}
+					}
+				}
+				maps.Copy(class, own)
+				stages := localPlan.Stages(sw.Role, sw.Escape)
+				if len(sw.Stages) != len(stages) {
+					t.Fatalf("%s numwant %d: %d stages, want %d", self, numwant, len(sw.Stages), len(stages))
+				}
+				taken, got := map[string]bool{self: true}, 0
+				for i, st := range stages {
+					n := numwant
+					if st.N > 0 {
+						n = min(st.N, numwant)
+					}
+					avail := map[string]bool{}
+					for _, c := range st.Classes {
+						for m := range class[c] {
+							if !taken[m] {
+								avail[m] = true
+							}
+						}
+					}
+					want := min(n, numwant-got, len(avail))
+					added := 0
+					for _, p := range sw.Stages[i] {
+						if m := peerString(p.Addr); added < want && !taken[m] {
+							taken[m] = true
+							added++
+						}
+					}
+					got += added
+					if added != want {
+						t.Errorf("%s (%c) numwant %d, stage %d: %d new peers, the sets hold %d", self, sw.Role, numwant, i, added, want)
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestClassOverlaps: the overlap table the script sizes its draws by is
+// symmetric and names every class with itself.
+func TestClassOverlaps(t *testing.T) {
+	for c := range classNames {
+		if !strings.ContainsRune(classOverlaps[c], rune(c)) {
+			t.Errorf("%s does not overlap itself", classNames[c])
+		}
+		for d := range classNames {
+			if strings.ContainsRune(classOverlaps[c], rune(d)) != strings.ContainsRune(classOverlaps[d], rune(c)) {
+				t.Errorf("%s and %s: overlap is not symmetric", classNames[c], classNames[d])
+			}
+		}
+	}
 }

@@ -398,13 +398,44 @@ end
 draw[CL.all_seeders] = function(n) return redis.call('SRANDMEMBER', K.peers(h, K.c.seeders), n) end
 draw[CL.all_leechers] = function(n) return redis.call('SRANDMEMBER', K.peers(h, K.c.leechers), n) end
 
+-- The tracker takes from each stage in turn, up to the stage's n, until it
+-- holds numwant peers; it skips the asker and peers it took already. So a
+-- later stage needs no more than what may still be missing: budget is an
+-- upper bound of it (numwant less what earlier stages surely gave: their
+-- members new to the answer, at most their n). A class draws budget + 1
+-- (the asker) + what earlier stages drew of classes that share members
+-- with it (OVERLAP), so that what the tracker may have taken of it already
+-- does not leave the stage short. Once budget is 0 a stage draws nothing.
 local stages = {}
+local budget = numwant
+local before = {}  -- members drawn by earlier stages
+local drawn = {}   -- class letter -> members earlier stages drew of it
 for classes, want in string.gmatch(plan, '(%a*):(%d+)') do
   local n = tonumber(want)
   if n <= 0 or n > numwant then n = numwant end
   local got = {}
-  for c in string.gmatch(classes, '%a') do
-    for _, m in ipairs(draw[c](n + 1)) do got[#got + 1] = m end
+  if budget > 0 then
+    local need = math.min(n, budget)
+    local counts = {}
+    for c in string.gmatch(classes, '%a') do
+      local extra = 0
+      for pc, k in pairs(drawn) do
+        if string.find(OVERLAP[c], pc, 1, true) then extra = extra + k end
+      end
+      local part = draw[c](need + 1 + extra)
+      counts[c] = (counts[c] or 0) + #part
+      for _, m in ipairs(part) do got[#got + 1] = m end
+    end
+    local new, nnew = {}, 0
+    for _, m in ipairs(got) do
+      if m ~= peer and not before[m] and not new[m] then
+        new[m] = true
+        nnew = nnew + 1
+      end
+    end
+    for m in pairs(new) do before[m] = true end
+    for c, k in pairs(counts) do drawn[c] = (drawn[c] or 0) + k end
+    budget = budget - math.min(need, nnew)
   end
   stages[#stages + 1] = got
 end
