@@ -299,7 +299,8 @@ func announcePrelude() string {
 	return b.String()
 }
 
-// Announce records a in one atomic script run (one round trip) and returns
+// Announce records a in one atomic script run (one round trip; on an
+// external Redis in a batch with concurrent announces, see batch.go) and returns
 // the swarm it leaves. An announce of "stopped" for an inactive transfer
 // writes nothing and returns an empty swarm.
 func (s *Store) Announce(ctx context.Context, a Announce) (Swarm, error) {
@@ -334,8 +335,12 @@ func (s *Store) Announce(ctx context.Context, a Announce) (Swarm, error) {
 	args[argMaxUnregistered] = max(a.MaxUnregistered, 0)
 	var res []any
 	err := s.do(ctx, callTimeout, func(ctx context.Context, c *redis.Client) error {
-		v, err := scriptAnnounce.Run(ctx, c, nil, args...).Slice()
-		res = v
+		var err error
+		if s.batch != nil {
+			res, err = s.batch.run(ctx, args)
+		} else {
+			res, err = scriptAnnounce.Run(ctx, c, nil, args...).Slice()
+		}
 		return err
 	})
 	if err != nil {

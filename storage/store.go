@@ -118,7 +118,10 @@ type Store struct {
 	rdb  *redis.Client
 	ro   *redis.Client        // replicas, for reads that may lag; nil unless sentinel.replica_reads
 	mini *miniredis.Miniredis // nil with an external Redis
-	emb  embeddedState
+	// batch sends announces to an external Redis in pipelines (batch.go);
+	// nil with the embedded store.
+	batch *batcher
+	emb   embeddedState
 
 	dirty  atomic.Bool // written since the last rebuild
 	closed atomic.Bool
@@ -258,6 +261,7 @@ func (s *Store) openRedis(ctx context.Context) error {
 		closeAll()
 		return fmt.Errorf("%s: %w", where, err)
 	}
+	s.batch = newBatcher(s.rdb)
 	return nil
 }
 
@@ -296,6 +300,9 @@ func (s *Store) Close(ctx context.Context) error {
 	if s.mini != nil {
 		err = s.snapshot(ctx, false)
 		s.closeEmbedded()
+	}
+	if s.batch != nil {
+		s.batch.close()
 	}
 	s.gate.lock()
 	defer s.gate.unlock()
