@@ -395,7 +395,7 @@ func TestSampleFillsNumwant(t *testing.T) {
 					left = 0
 				}
 				a := ann(h, fmt.Sprintf("10.%s.0.%d:1", r[1:], i+1), r, EventStarted, left)
-				a.Stall = 1000 // nobody stalls: every asker keeps its role
+				a.Timers.Stall = 24 * time.Hour // nobody stalls: every asker keeps its role
 				a.Plan = localPlan
 				mustAnnounce(t, e.store, a)
 				a.Event = EventNone
