@@ -337,14 +337,20 @@ func (s *Store) snapshot(ctx context.Context, mayRebuild bool) error {
 		}
 	}
 	s.log.Debug("snapshot", "path", path, "keys", len(cp.recs), "dead_key_names", cp.dead,
-		"copied", copied, "took", time.Since(start), "rebuilt", rebuilt, "err", err)
+		"held", cp.held, "max_hold", cp.maxHold, "last_hold", cp.lastHold, "chunks", cp.chunks, "copied", copied, "took", time.Since(start), "rebuilt", rebuilt, "err", err)
 	return err
 }
 
 // copyStore copies the current instance at one point in time. The fast
-// copy holds only miniredis' mutex; the fallback holds the gate, unless
-// the caller already does (held).
+// copies hold only miniredis' mutex: in chunks (minicopy.go), or in one
+// hold when the caller holds the gate (held: nothing else writes then);
+// the fallback holds the gate, unless the caller already does.
 func (s *Store) copyStore(held bool) (storeCopy, error) {
+	if !held {
+		if c, ok := copyChunked(s.mini, s.emb.scripts); ok {
+			return c, nil
+		}
+	}
 	if c, ok := copyMini(s.mini); ok {
 		return c, nil
 	}

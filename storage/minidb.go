@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/alicebob/miniredis/v2"
@@ -120,6 +121,11 @@ type storeCopy struct {
 	// dead is how many names of deleted keys miniredis still keeps a
 	// version for, or -1 when that cannot be measured.
 	dead int
+	// held is how long the copy held miniredis' mutex in all, maxHold its
+	// longest hold (every command waits meanwhile), lastHold the last; a
+	// chunked copy (minicopy.go) let go of it chunks times.
+	held, maxHold, lastHold time.Duration
+	chunks                  int
 }
 
 // copyMini copies database 0 of m at one point in time, holding m's mutex
@@ -130,14 +136,50 @@ func copyMini(m *miniredis.Miniredis) (c storeCopy, ok bool) {
 		return c, false
 	}
 	m.Lock()
+	locked := time.Now()
 	dbs := *(*map[int]*miniredis.RedisDB)(unsafe.Add(unsafe.Pointer(m), o.dbs))
 	db := dbs[0]
 	if db == nil {
 		m.Unlock()
 		return c, true
 	}
-	base, f := unsafe.Pointer(db), o.fields
-	v := miniView{
+	v := viewOf(unsafe.Pointer(db), o.fields)
+	// Each map of a type is walked on its own: one map access per key,
+	// where walking keys and looking each up would take two.
+	c.recs = make([]record, 0, len(v.keys))
+	for k, val := range v.stringKeys {
+		c.recs = append(c.recs, record{key: k, kind: kindString, value: val})
+	}
+	for k, s := range v.setKeys {
+		c.recs = append(c.recs, setRecord(k, s))
+	}
+	for k, z := range v.sortedsetKeys {
+		c.recs = append(c.recs, zsetRecord(k, z))
+	}
+	for k, h := range v.hashKeys {
+		c.recs = append(c.recs, hashRecord(k, h))
+	}
+	for k, l := range v.listKeys {
+		c.recs = append(c.recs, record{key: k, kind: kindList, members: slices.Clone(l)})
+	}
+	for k, s := range v.streamKeys {
+		c.recs = append(c.recs, streamRecord(k, s))
+	}
+	if len(c.recs) != len(v.keys) {
+		c.skipped = skippedKeys(v.keys)
+	}
+	c.dead = max(len(v.keyVersion)-len(v.keys), 0)
+	m.Unlock()
+	c.held = time.Since(locked)
+	c.maxHold, c.lastHold = c.held, c.held
+	canonical(c.recs)
+	slices.Sort(c.skipped)
+	return c, true
+}
+
+// viewOf is the miniView of the RedisDB at base.
+func viewOf(base unsafe.Pointer, f []uintptr) miniView {
+	return miniView{
 		keys:          at[map[string]string](base, f[0]),
 		stringKeys:    at[map[string]string](base, f[1]),
 		hashKeys:      at[map[string]map[string]string](base, f[2]),
@@ -147,61 +189,63 @@ func copyMini(m *miniredis.Miniredis) (c storeCopy, ok bool) {
 		streamKeys:    at[map[string]*miniStream](base, f[6]),
 		keyVersion:    at[map[string]uint](base, f[7]),
 	}
-	// Each map of a type is walked on its own: one map access per key,
-	// where walking keys and looking each up would take two.
-	c.recs = make([]record, 0, len(v.keys))
-	for k, val := range v.stringKeys {
-		c.recs = append(c.recs, record{key: k, kind: kindString, value: val})
+}
+
+func setRecord(k string, s map[string]struct{}) record {
+	r := record{key: k, kind: kindSet, members: make([]string, 0, len(s))}
+	for mem := range s {
+		r.members = append(r.members, mem)
 	}
-	for k, s := range v.setKeys {
-		r := record{key: k, kind: kindSet, members: make([]string, 0, len(s))}
-		for mem := range s {
-			r.members = append(r.members, mem)
-		}
-		c.recs = append(c.recs, r)
+	return r
+}
+
+func zsetRecord(k string, z map[string]float64) record {
+	r := record{key: k, kind: kindZSet, members: make([]string, 0, len(z)), scores: make([]float64, 0, len(z))}
+	for mem, sc := range z {
+		r.members = append(r.members, mem)
+		r.scores = append(r.scores, sc)
 	}
-	for k, z := range v.sortedsetKeys {
-		r := record{key: k, kind: kindZSet, members: make([]string, 0, len(z)), scores: make([]float64, 0, len(z))}
-		for mem, sc := range z {
-			r.members = append(r.members, mem)
-			r.scores = append(r.scores, sc)
-		}
-		c.recs = append(c.recs, r)
+	return r
+}
+
+func hashRecord(k string, h map[string]string) record {
+	r := record{key: k, kind: kindHash, members: make([]string, 0, len(h)), values: make([]string, 0, len(h))}
+	for f, val := range h {
+		r.members = append(r.members, f)
+		r.values = append(r.values, val)
 	}
-	for k, h := range v.hashKeys {
-		r := record{key: k, kind: kindHash, members: make([]string, 0, len(h)), values: make([]string, 0, len(h))}
-		for f, val := range h {
-			r.members = append(r.members, f)
-			r.values = append(r.values, val)
-		}
-		c.recs = append(c.recs, r)
+	return r
+}
+
+func streamRecord(k string, s *miniStream) record {
+	var es []miniredis.StreamEntry
+	if s != nil {
+		// An entry's values are never changed in place.
+		es = slices.Clone(s.entries)
 	}
-	for k, l := range v.listKeys {
-		c.recs = append(c.recs, record{key: k, kind: kindList, members: slices.Clone(l)})
-	}
-	for k, s := range v.streamKeys {
-		var es []miniredis.StreamEntry
-		if s != nil {
-			// An entry's values are never changed in place.
-			es = slices.Clone(s.entries)
-		}
-		c.recs = append(c.recs, record{key: k, kind: kindStream, entries: es})
-	}
-	if len(c.recs) != len(v.keys) {
-		// Keys of types no snapshot holds (HyperLogLogs): name them.
-		for k, t := range v.keys {
-			switch t {
-			case "string", "set", "zset", "hash", "list", "stream":
-			default:
-				c.skipped = append(c.skipped, k+" ("+t+")")
-			}
+	return record{key: k, kind: kindStream, entries: es}
+}
+
+// skippedKeys names the keys of types no snapshot holds (HyperLogLogs).
+func skippedKeys(keys map[string]string) []string {
+	var out []string
+	for k, t := range keys {
+		switch t {
+		case "string", "set", "zset", "hash", "list", "stream":
+		default:
+			out = append(out, k+" ("+t+")")
 		}
 	}
-	c.dead = max(len(v.keyVersion)-len(v.keys), 0)
-	m.Unlock()
-	canonical(c.recs)
-	slices.Sort(c.skipped)
-	return c, true
+	return out
+}
+
+// reflectPointer is the pointer a map or pointer value holds.
+func reflectPointer(x any) unsafe.Pointer {
+	v := reflect.ValueOf(x)
+	if !v.IsValid() || v.IsNil() {
+		return nil
+	}
+	return v.UnsafePointer()
 }
 
 // at reads the T at offset off of base (a map header: a pointer).

@@ -163,6 +163,14 @@ type miniScripts struct {
 	w    *bufio.Writer
 	r    *bufio.Reader
 	runs atomic.Uint64 // scripts run by the hook, for tests
+
+	// A chunked copy's bookkeeping (minicopy.go). marks is used under m's
+	// mutex: the names scripts may have written since the copy began, nil
+	// when no copy runs.
+	marks    map[string]struct{}
+	copyGate sync.RWMutex // shared by held-back commands, alone by a chunked copy
+	inside   sync.Map     // peers whose command holdBack is dispatching
+	writes   sync.Map     // command name -> may write
 }
 
 // serverHook is the hook to install, nil when ms is.
@@ -282,15 +290,15 @@ debug = nil
 // scripts, and lets miniredis answer everything else.
 func (ms *miniScripts) hook(c *server.Peer, cmd string, args ...string) bool {
 	if cmd != "EVALSHA" || len(args) < 2 {
-		return false
+		return ms.holdBack(c, cmd, args)
 	}
 	proto, ok := ms.protos[strings.ToLower(args[0])]
 	if !ok {
-		return false
+		return ms.holdBack(c, cmd, args)
 	}
 	db, ok := peerState(ms.layout, c)
 	if !ok {
-		return false
+		return ms.holdBack(c, cmd, args)
 	}
 	// One context for the run's nested calls, as miniredis makes one: a
 	// SELECT inside a script lasts until the script ends.
@@ -367,6 +375,7 @@ func (ms *miniScripts) call(failFast bool) lua.LGFunction {
 				return 0
 			}
 		}
+		ms.mark(args)
 		ms.buf.Reset()
 		ms.w.Reset(&ms.buf)
 		peer := server.NewPeer(ms.w)
