@@ -34,7 +34,7 @@ import (
 
 // copyChunk is how many keys and members a chunk copies before letting go
 // of miniredis' mutex; a variable for tests.
-var copyChunk = 4096
+var copyChunk = 1024
 
 // blockingCommands may wait inside miniredis for long, so the hook never
 // holds them back.
@@ -114,8 +114,6 @@ func copyChunked(m *miniredis.Miniredis, ms *miniScripts) (c storeCopy, ok bool)
 	}
 	ms.copyGate.Lock()
 	defer ms.copyGate.Unlock()
-	m.Lock()
-	locked := time.Now()
 	view := func() (miniView, bool) {
 		dbs := *(*map[int]*miniredis.RedisDB)(unsafe.Add(unsafe.Pointer(m), o.dbs))
 		db := dbs[0]
@@ -124,8 +122,18 @@ func copyChunked(m *miniredis.Miniredis, ms *miniScripts) (c storeCopy, ok bool)
 		}
 		return viewOf(unsafe.Pointer(db), o.fields), true
 	}
+	// The records' array (tens of megabytes for a large store) is made
+	// before the first hold: zeroing it there would hold every command.
+	m.Lock()
 	v, found := view()
+	m.Unlock()
 	if !found {
+		return c, true
+	}
+	recs := make([]record, 0, len(v.keys)+len(v.keys)/8)
+	m.Lock()
+	locked := time.Now()
+	if v, found = view(); !found {
 		m.Unlock()
 		return c, true
 	}
@@ -138,7 +146,6 @@ func copyChunked(m *miniredis.Miniredis, ms *miniScripts) (c storeCopy, ok bool)
 		now, ok := view()
 		return !ok || !sameMaps(now, start)
 	}
-	recs := make([]record, 0, len(v.keys))
 	work := 0
 	// pause lets go of the mutex once a chunk's work is done, and reports
 	// whether the copy must start over.
