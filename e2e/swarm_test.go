@@ -149,8 +149,9 @@ const (
 // download a payload with the rack-aware handout and with the rack-unaware
 // one, each time with a fresh tracker, store, clients and network. The
 // payload bytes that cross racks are counted from the clients' own
-// per-connection byte counts. A third run, with one representative per rack
-// rather than the default two, shows what the second representative costs.
+// per-connection byte counts. A third run, with two representatives per
+// rack rather than the default one, shows what a second representative
+// costs.
 //
 // The hosts talk over a modelled data-center network (see hostUplink and
 // rackUplink): NICs per host, and one uplink per rack shared by its hosts.
@@ -161,15 +162,15 @@ func TestCrossRackTraffic(t *testing.T) {
 	local := tracker.DefaultRackPolicy()
 	random := tracker.DefaultRackPolicy()
 	random.Handout = tracker.HandoutRandom
-	oneRep := tracker.DefaultRackPolicy()
-	oneRep.RepresentativesPerRack = 1
+	twoReps := tracker.DefaultRackPolicy()
+	twoReps.RepresentativesPerRack = 2
 	runs := []struct {
 		name   string
 		policy tracker.RackPolicy
 	}{
 		{"local", local},
 		{"random", random},
-		{"local_one_representative", oneRep},
+		{"local_two_representatives", twoReps},
 	}
 	results := map[string]crossRack{}
 	for _, run := range runs {
@@ -182,22 +183,21 @@ func TestCrossRackTraffic(t *testing.T) {
 	if len(results) != len(runs) {
 		t.Fatal("a swarm run failed; nothing to compare")
 	}
-	l, r, one := results["local"], results["random"], results["local_one_representative"]
-	t.Logf("cross-rack payload copies per leecher rack (%d MiB payload, %d racks x %d leechers, origin seeder alone in r1; network: %d MiB/s NIC per host, %d MiB/s uplink per rack and direction shared by its %d hosts, %.1f:1 oversubscribed): local %.2f, random %.2f; local with 1 representative per rack %.2f; completion %s, %s, %s",
-		crossPayload>>20, leecherRacks, hostsPerRack, hostUplink>>20, rackUplink>>20, hostsPerRack, float64(hostsPerRack*hostUplink)/float64(rackUplink), l.copies, r.copies, one.copies,
-		l.complete.Round(10*time.Millisecond), r.complete.Round(10*time.Millisecond), one.complete.Round(10*time.Millisecond))
+	l, r, two := results["local"], results["random"], results["local_two_representatives"]
+	t.Logf("cross-rack payload copies per leecher rack (%d MiB payload, %d racks x %d leechers, origin seeder alone in r1; network: %d MiB/s NIC per host, %d MiB/s uplink per rack and direction shared by its %d hosts, %.1f:1 oversubscribed): local %.2f, random %.2f; local with 2 representatives per rack %.2f; completion %s, %s, %s",
+		crossPayload>>20, leecherRacks, hostsPerRack, hostUplink>>20, rackUplink>>20, hostsPerRack, float64(hostsPerRack*hostUplink)/float64(rackUplink), l.copies, r.copies, two.copies,
+		l.complete.Round(10*time.Millisecond), r.complete.Round(10*time.Millisecond), two.complete.Round(10*time.Millisecond))
 	// The aim of SPEC section 4: about one copy into each rack, where the
-	// rack-unaware handout moves more. The figure moves with the machine's
-	// load (1.27 to 1.38 on a quiet machine, up to 1.8 with the CPU
-	// saturated), so this guards against a gross regression only; the
-	// targets are measured by the lab and the simulator (README,
-	// "Measuring locality"). One representative per rack leaves a rack a
-	// single way in, whatever the load.
-	if l.copies >= 2 || one.copies >= 1.5 {
-		t.Errorf("handout local: %.2f payload copies crossed racks per rack (want < 2), %.2f with one representative per rack (want < 1.5)", l.copies, one.copies)
+	// rack-unaware handout moves more. One representative per rack (the
+	// default) leaves a rack a single way in, whatever the load; two moved
+	// 1.27 to 1.38 on a quiet machine, up to 1.8 with the CPU saturated, so
+	// that bound guards against a gross regression only. The targets are
+	// measured by the lab and the simulator (README, "Measuring locality").
+	if l.copies >= 1.5 || two.copies >= 2 {
+		t.Errorf("handout local: %.2f payload copies crossed racks per rack (want < 1.5), %.2f with two representatives per rack (want < 2)", l.copies, two.copies)
 	}
-	if r.copies <= l.copies || r.copies <= one.copies {
-		t.Errorf("handout random: %.2f payload copies crossed racks per rack, want more than local's %.2f (two representatives) and %.2f (one)", r.copies, l.copies, one.copies)
+	if r.copies <= l.copies || r.copies <= two.copies {
+		t.Errorf("handout random: %.2f payload copies crossed racks per rack, want more than local's %.2f (one representative) and %.2f (two)", r.copies, l.copies, two.copies)
 	}
 }
 

@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -87,14 +88,16 @@ func TestHandoutClasses(t *testing.T) {
 		max int
 	}{
 		{
-			// One representative per rack: it gets remotePerRack (2) peers
-			// of other racks, not all of them.
+			// One representative per rack: it gets up to remotePerRack (4)
+			// peers of other racks; there are 3.
 			name: "representative leecher", asker: "127.0.1.2", left: 90, numwant: 50,
-			stages: [][]string{{"otherS", "otherR"}, {"ownS", "ownR", "ownL"}}, max: 2,
+			stages: [][]string{{"otherS", "otherR"}, {"ownS", "ownR"}, {"ownL"}}, max: 3,
 		},
 		{
+			// Its rack's seeders, then its other leechers, but not its
+			// leeching representative (the tree: TestHandoutTree).
 			name: "other leecher", asker: "127.0.1.3", left: 100, numwant: 50,
-			stages: [][]string{{"ownS", "ownR"}, {"ownL"}},
+			stages: [][]string{{"ownS"}, {"ownL"}},
 		},
 		{
 			name: "seeder", asker: "127.0.1.1", left: 0, numwant: 50,
@@ -103,11 +106,11 @@ func TestHandoutClasses(t *testing.T) {
 		},
 		{
 			name: "leecher of a rack with seeders but no free representative", asker: "127.0.2.2", left: 100, numwant: 50,
-			stages: [][]string{{"ownS", "ownR"}, {"ownL"}},
+			stages: [][]string{{"ownS"}, {"ownL"}},
 		},
 		{
 			name: "leecher of a starving rack", asker: "127.0.4.2", left: 100, numwant: 50,
-			stages: [][]string{{"otherS", "otherR"}, {"ownS", "ownR"}, {"ownL"}}, max: 2,
+			stages: [][]string{{"otherS", "otherR"}, {"ownS"}, {"ownL"}}, max: 2,
 		},
 		{
 			name: "numwant bounds the answer", asker: "127.0.1.2", left: 90, numwant: 2,
@@ -152,6 +155,54 @@ func TestHandoutClasses(t *testing.T) {
 				t.Errorf("answer %v does not follow the classes %v", names, tc.stages)
 			}
 		})
+	}
+}
+
+// TestHandoutTree: inside a rack the payload spreads as a tree. A leeching
+// representative is handed at most repLocal of its rack's leechers per
+// announce, and the rack's other leechers are not handed it (so that its
+// upload is not queued for by the whole rack); once it completes, it is one
+// of its rack's seeders and every leecher of the rack gets it.
+func TestHandoutTree(t *testing.T) {
+	r := newRig(t, storage.BackendEmbedded, nil)
+	h := ih(0xb2)
+	ann := func(ip string, left int64, event string, numwant int) []netip.AddrPort {
+		t.Helper()
+		resp := r.announce(t, newHost(t, ip), params{hash: h, port: 6881, left: left, event: event, numwant: numwant})
+		if resp.Failure != "" {
+			t.Fatalf("announce %s: %s", ip, resp.Failure)
+		}
+		return resp.peers(t)
+	}
+	rep := netip.MustParseAddr("127.0.1.1")
+	ann("127.0.9.1", 0, "started", 50) // the origin seeder, another rack
+	ann(rep.String(), 100, "started", 50)
+	for i := 2; i <= 9; i++ {
+		ann(fmt.Sprintf("127.0.1.%d", i), 100, "started", 50)
+	}
+	got := ann(rep.String(), 90, "", 50)
+	local := 0
+	for _, p := range got {
+		if p.Addr().As4()[2] == 1 {
+			local++
+		}
+	}
+	if local != repLocal || len(got) != repLocal+1 {
+		t.Errorf("representative got %v: %d of its rack, want %d, and the origin", got, local, repLocal)
+	}
+	for i := 2; i <= 9; i++ {
+		got := ann(fmt.Sprintf("127.0.1.%d", i), 100, "", 50)
+		if slices.ContainsFunc(got, func(p netip.AddrPort) bool { return p.Addr() == rep }) {
+			t.Errorf("leecher 127.0.1.%d got the leeching representative: %v", i, got)
+		}
+		if len(got) != 7 {
+			t.Errorf("leecher 127.0.1.%d got %v, want its 7 other leechers", i, got)
+		}
+	}
+	ann(rep.String(), 0, "completed", 50)
+	got = ann("127.0.1.2", 100, "", 50)
+	if len(got) == 0 || got[0].Addr() != rep {
+		t.Errorf("leecher got %v, want its completed representative first", got)
 	}
 }
 
