@@ -118,7 +118,7 @@ func (s *Server) serveAnnounce(w http.ResponseWriter, r *http.Request) {
 
 	var picked []storage.Peer
 	if a.Numwant > 0 {
-		picked = s.handout.pick(s.plan, sw, a.Addr.Addr(), numwant)
+		picked = s.handout.pick(s.plan, sw, a.Addr.Addr(), numwant, q.Event == storage.EventStarted)
 	}
 	s.metrics.handout.Observe(float64(len(picked)))
 	resp := announceResponse{

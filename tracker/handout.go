@@ -3,6 +3,7 @@ package tracker
 import (
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 
 	"racktracker/storage"
 )
@@ -30,13 +31,15 @@ type Handout struct {
 	SeederRemote int
 	// RepLocal is how many leechers of its own rack a representative that
 	// still leeches is handed per announce; 0 means as many as numwant
-	// allows. Other leechers are not handed their rack's leeching
-	// representatives (Tree): the rack's payload spreads from the
-	// representative through a few of its rack's hosts to the others, and
-	// the representative's upload is left for other racks'
-	// representatives.
-	RepLocal int
-	Tree     bool
+	// allows. With Tree, other leechers are not handed their rack's
+	// leeching representatives, but for the first StartLocal of the rack
+	// to send "started" (besides the representatives): the rack's payload
+	// spreads from the representative through a few of its rack's hosts
+	// to the others, and the representative's upload is left for other
+	// racks' representatives.
+	RepLocal   int
+	StartLocal int
+	Tree       bool
 }
 
 // newHandout is the policy of a racks section.
@@ -47,6 +50,7 @@ func newHandout(p RackPolicy) Handout {
 		RemotePerRep: max(1, (remotePerRack+reps-1)/reps),
 		EscapePeers:  p.EscapePeers,
 		RepLocal:     repLocal,
+		StartLocal:   repLocal,
 		Tree:         true,
 	}
 }
@@ -143,14 +147,26 @@ func (h Handout) plan() storage.Plan {
 }
 
 // pick takes the handout from what the store sampled for plan p.
-func (h Handout) pick(p storage.Plan, sw storage.Swarm, self netip.Addr, numwant int) []storage.Peer {
+// started says the asker sent event=started.
+func (h Handout) pick(p storage.Plan, sw storage.Swarm, self netip.Addr, numwant int, started bool) []storage.Peer {
 	pk := newPicker(self, numwant)
 	for i, st := range p.Stages(sw.Role, sw.Escape) {
 		if i >= len(sw.Stages) {
 			break
 		}
 		if st.N == exclude {
-			pk.skip(sw.Stages[i])
+			// The rack's leeching representatives: left out, but for
+			// about StartLocal of the leechers that start (each with the
+			// chance StartLocal in the number of its rack's leechers
+			// drawn next), so that a rack whose leechers start after its
+			// representative's announce gets the payload at once rather
+			// than at the representative's next announce, which may be
+			// minutes away.
+			if started && h.earlyInRack(sw.Stages, i, self) {
+				pk.class(numwant, sw.Stages[i])
+			} else {
+				pk.skip(sw.Stages[i])
+			}
 			continue
 		}
 		n := numwant
@@ -160,6 +176,25 @@ func (h Handout) pick(p storage.Plan, sw storage.Swarm, self netip.Addr, numwant
 		pk.class(n, sw.Stages[i])
 	}
 	return pk.out
+}
+
+// earlyInRack says whether the asker is among the first StartLocal leechers
+// of its rack besides the representatives in stage i: whether the rack's
+// leechers in the stage after it, less the asker and those
+// representatives, are fewer than StartLocal.
+func (h Handout) earlyInRack(stages [][]storage.Peer, i int, self netip.Addr) bool {
+	if i+1 >= len(stages) {
+		return true
+	}
+	n := 0
+	for _, p := range stages[i+1] {
+		a := p.Addr.Addr().Unmap()
+		if a == self || slices.ContainsFunc(stages[i], func(r storage.Peer) bool { return r.Addr.Addr().Unmap() == a }) {
+			continue
+		}
+		n++
+	}
+	return n < h.StartLocal
 }
 
 // picker collects a handout class by class.

@@ -161,8 +161,9 @@ func TestHandoutClasses(t *testing.T) {
 // TestHandoutTree: inside a rack the payload spreads as a tree. A leeching
 // representative is handed at most repLocal of its rack's leechers per
 // announce, and the rack's other leechers are not handed it (so that its
-// upload is not queued for by the whole rack); once it completes, it is one
-// of its rack's seeders and every leecher of the rack gets it.
+// upload is not queued for by the whole rack), but for the first repLocal
+// to start; once it completes, it is one of its rack's seeders and every
+// leecher of the rack gets it.
 func TestHandoutTree(t *testing.T) {
 	r := newRig(t, storage.BackendEmbedded, nil)
 	h := ih(0xb2)
@@ -177,8 +178,16 @@ func TestHandoutTree(t *testing.T) {
 	rep := netip.MustParseAddr("127.0.1.1")
 	ann("127.0.9.1", 0, "started", 50) // the origin seeder, another rack
 	ann(rep.String(), 100, "started", 50)
+	hasRep := func(got []netip.AddrPort) bool {
+		return slices.ContainsFunc(got, func(p netip.AddrPort) bool { return p.Addr() == rep })
+	}
+	// The first repLocal (3) to start after the representative get it, so
+	// that the rack need not wait for the representative's next announce.
 	for i := 2; i <= 9; i++ {
-		ann(fmt.Sprintf("127.0.1.%d", i), 100, "started", 50)
+		got := ann(fmt.Sprintf("127.0.1.%d", i), 100, "started", 50)
+		if want := i-2 < repLocal; hasRep(got) != want {
+			t.Errorf("starting leecher 127.0.1.%d got %v: representative handed %v, want %v", i, got, hasRep(got), want)
+		}
 	}
 	got := ann(rep.String(), 90, "", 50)
 	local := 0
@@ -192,7 +201,7 @@ func TestHandoutTree(t *testing.T) {
 	}
 	for i := 2; i <= 9; i++ {
 		got := ann(fmt.Sprintf("127.0.1.%d", i), 100, "", 50)
-		if slices.ContainsFunc(got, func(p netip.AddrPort) bool { return p.Addr() == rep }) {
+		if hasRep(got) {
 			t.Errorf("leecher 127.0.1.%d got the leeching representative: %v", i, got)
 		}
 		if len(got) != 7 {
