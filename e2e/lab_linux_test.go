@@ -171,7 +171,8 @@ func TestLab(t *testing.T) {
 		return
 	}
 	// The small version's check: the rack-aware handout moves fewer copies
-	// across racks than the random one.
+	// across racks than the random one, and with one representative per
+	// rack (the default) not much more than one copy into any rack.
 	var local, random []float64
 	for _, r := range all {
 		switch {
@@ -185,10 +186,24 @@ func TestLab(t *testing.T) {
 	if len(local) == 0 || len(random) == 0 {
 		return
 	}
-	// Only the comparison is asserted: on a loaded machine (CI runs
-	// packages in parallel) local's copies were seen from 1.45 to 1.86.
+	// With two representatives per rack, local's copies were seen from 1.45
+	// to 1.86 on a loaded machine (CI runs packages in parallel); with one,
+	// 1.04 to 1.12 at 100% CPU. A second host of the rack fetching across
+	// racks (a representative demoted while its connections live on, or an
+	// escape) shows as more.
 	if l, r := slices.Max(local), slices.Min(random); l >= r {
 		t.Errorf("local handout: %.2f payload copies entered each rack, random %.2f: want fewer with local", l, r)
+	}
+	if cfg.yaml == "" {
+		var most float64
+		for _, r := range all {
+			if r.handout == "local" && !r.kill {
+				most = max(most, slices.Max(r.copies))
+			}
+		}
+		if most >= 1.5 {
+			t.Errorf("local handout: %.2f payload copies entered a rack, want < 1.5 with one representative per rack", most)
+		}
 	}
 }
 
