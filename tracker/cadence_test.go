@@ -9,13 +9,17 @@ import (
 
 // TestSlowClientsThroughHTTP runs libtorrent's and rtorrent's cadences
 // (300 s and 600 s, whatever interval they are handed) through the real
-// HTTP handler with the default config and the maintenance pass every
+// HTTP handler with the default config (but two representatives per rack)
+// and the maintenance pass every
 // 10 s: for two hours no peer expires and rack r1 keeps its
 // representatives; then one representative goes silent, and the first
 // announce of r1 after it is overdue (450 s at 300 s) hands its slot to
 // the rack's other leecher, long before it expires (750 s).
 func TestSlowClientsThroughHTTP(t *testing.T) {
-	eachBackend(t, nil, func(t *testing.T, r *rig) {
+	// Two representatives per rack (the default is one): a silent one's
+	// slot goes to the rack's third leecher while the other keeps its own.
+	two := func(c *Config, p *RackPolicy) { p.RepresentativesPerRack = 2 }
+	eachBackend(t, two, func(t *testing.T, r *rig) {
 		h := ih(0xc7)
 		hs := h.String()
 		type client struct {
