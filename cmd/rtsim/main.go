@@ -52,7 +52,11 @@
 //     step per piece, the same for every handout).
 //   - Choking: every host uploads to at most -slots downloaders at once; a
 //     slot is refilled, as soon as its piece is done, by a random interested
-//     neighbour. No tit-for-tat: hosts of a deployment upload to anyone.
+//     neighbour. No tit-for-tat by default: hosts of a deployment upload to
+//     anyone. With -tft a leecher chokes as aria2c does: every 10 s it
+//     unchokes the 3 interested neighbours it received most from (halved
+//     at every rechoke) plus one optimistic unchoke rotated every 30 s;
+//     seeders still upload to anyone.
 //   - Connections: each host keeps at most -conns connections. The peers an
 //     announce hands out are dialled at once while both ends have room;
 //     those that do not fit are forgotten. Two seeders disconnect.
@@ -130,6 +134,7 @@ type options struct {
 	policy       tracker.RackPolicy
 	announce     tracker.AnnounceConfig
 	verbose      bool
+	tft          bool
 	trace        float64
 	redis        string
 }
@@ -161,6 +166,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.announce.MinInterval, "min-interval", o.announce.MinInterval, "announce.min_interval")
 	fs.DurationVar(&o.announce.PeerTimeout, "peer-timeout", o.announce.PeerTimeout, "announce.peer_timeout")
 	fs.StringVar(&o.redis, "redis", "", "host:port of a scratch redis-server to use instead of the embedded store (faster at 10,000 hosts); every run writes a transfer of its own there")
+	fs.BoolVar(&o.tft, "tft", false, "leechers choke tit-for-tat as aria2c does: every 10 s they unchoke the 3 interested neighbours they received most from, plus one optimistic unchoke rotated every 30 s (seeders upload to anyone)")
 	fs.BoolVar(&o.verbose, "v", false, "print progress to stderr")
 	fs.Float64Var(&o.trace, "trace", 0, "every this many simulated seconds, print to stderr where the bytes go (representatives' NICs, cross-rack inflow)")
 	if err := fs.Parse(args); err != nil {
@@ -319,6 +325,12 @@ type host struct {
 	conns  map[int32]struct{}
 	up     int // flows uploading
 	served []int32
+	// Tit-for-tat (-tft): bytes received from each neighbour, halved at
+	// every rechoke, and the neighbours a leecher unchokes until the next.
+	recv      map[int32]float64
+	unchoked  map[int32]bool
+	optimist  int32
+	nextChoke float64
 
 	started, stopped bool
 	done             float64 // when it completed; -1 while leeching
@@ -645,9 +657,16 @@ func (w *world) fill() {
 		}
 		slices.Sort(cands) // map order is random per process; the seed must decide
 		w.rng.Shuffle(len(cands), func(a, b int) { cands[a], cands[b] = cands[b], cands[a] })
+		tft := w.o.tft && u.done < 0
+		if tft {
+			w.rechoke(u, cands)
+		}
 		for _, di := range cands {
 			if u.up >= w.o.slots {
 				break
+			}
+			if tft && !u.unchoked[di] {
+				continue
 			}
 			d := w.hosts[di]
 			if d.done >= 0 || d.stopped || slices.Contains(u.served, di) {
@@ -669,6 +688,57 @@ func (w *world) fill() {
 			u.served = append(u.served, di)
 			w.flows = append(w.flows, f)
 		}
+	}
+}
+
+// rechoke recomputes, every 10 s, which neighbours a leecher u unchokes
+// under -tft: the 3 interested ones it received most from, plus one
+// optimistic unchoke chosen at random every 30 s.
+func (w *world) rechoke(u *host, cands []int32) {
+	now := w.now()
+	if u.unchoked != nil && now < u.nextChoke {
+		return
+	}
+	rotate := u.unchoked == nil || math.Mod(u.nextChoke, 30) < rechoke
+	u.nextChoke = now + rechoke
+	interested := cands[:0:0]
+	for _, j := range cands {
+		d := w.hosts[j]
+		if d.done < 0 && !d.stopped && w.pick(u, d) >= 0 {
+			interested = append(interested, j)
+		}
+	}
+	slices.SortStableFunc(interested, func(a, b int32) int {
+		ra, rb := u.recv[a], u.recv[b]
+		switch {
+		case ra > rb:
+			return -1
+		case ra < rb:
+			return 1
+		}
+		return 0
+	})
+	u.unchoked = map[int32]bool{}
+	for _, j := range interested[:min(3, len(interested))] {
+		u.unchoked[j] = true
+	}
+	if rotate || u.unchoked[u.optimist] {
+		u.optimist = -1
+		var rest []int32
+		for _, j := range interested {
+			if !u.unchoked[j] {
+				rest = append(rest, j)
+			}
+		}
+		if len(rest) > 0 {
+			u.optimist = rest[w.rng.IntN(len(rest))]
+		}
+	}
+	if u.optimist >= 0 {
+		u.unchoked[u.optimist] = true
+	}
+	for j := range u.recv {
+		u.recv[j] /= 2
 	}
 }
 
@@ -748,6 +818,12 @@ func (w *world) advance(t float64) int {
 			budget -= moved
 			u.uploaded += int64(moved)
 			d.downl += int64(moved)
+			if w.o.tft {
+				if d.recv == nil {
+					d.recv = map[int32]float64{}
+				}
+				d.recv[f.u] += moved
+			}
 			if u.rack != d.rack {
 				w.cross[d.rack] += moved
 			}

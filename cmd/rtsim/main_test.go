@@ -53,38 +53,49 @@ func TestShare(t *testing.T) {
 
 // TestRun simulates a small rollout with both handouts through the real
 // tracker and store: every host completes, and the rack-aware handout moves
-// fewer copies into the racks than the random one.
+// fewer copies into the racks than the random one; also with
+// representatives leaving, and with tit-for-tat choking (and the trace).
 func TestRun(t *testing.T) {
-	var out, errb bytes.Buffer
-	err := run(t.Context(), []string{"-racks", "3", "-hosts", "4", "-payload", "4", "-piece", "64", "-ratios", "3", "-kill"}, &out, &errb)
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, errb.String())
-	}
-	t.Logf("%s%s", errb.String(), out.String())
-	var local, random float64 = -1, -1
-	for line := range strings.Lines(out.String()) {
-		f := strings.Split(line, "|")
-		if len(f) < 6 || !strings.Contains(f[1], " x ") {
-			continue
-		}
-		if strings.Contains(f[3], "unfinished") {
-			t.Errorf("hosts did not finish: %s", line)
-		}
-		var mean, mx float64
-		if _, err := fmt.Sscanf(strings.TrimSpace(f[4]), "%f / %f", &mean, &mx); err != nil {
-			t.Fatalf("copies %q: %v", f[4], err)
-		}
-		switch strings.TrimSpace(f[3]) {
-		case "local":
-			local = mean
-		case "random":
-			random = mean
-		}
-	}
-	if local < 0 || random < 0 {
-		t.Fatalf("no local and random rows in:\n%s", out.String())
-	}
-	if local >= random {
-		t.Errorf("copies per rack: local %.2f, random %.2f; want fewer with local", local, random)
+	for _, tc := range []struct {
+		name  string
+		extra []string
+	}{
+		{"kill", []string{"-kill"}},
+		{"tft", []string{"-tft", "-trace", "5"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			args := append([]string{"-racks", "3", "-hosts", "4", "-payload", "4", "-piece", "64", "-ratios", "3"}, tc.extra...)
+			if err := run(t.Context(), args, &out, &errb); err != nil {
+				t.Fatalf("run: %v\n%s", err, errb.String())
+			}
+			t.Logf("%s%s", errb.String(), out.String())
+			var local, random float64 = -1, -1
+			for line := range strings.Lines(out.String()) {
+				f := strings.Split(line, "|")
+				if len(f) < 6 || !strings.Contains(f[1], " x ") {
+					continue
+				}
+				if strings.Contains(f[3], "unfinished") {
+					t.Errorf("hosts did not finish: %s", line)
+				}
+				var mean, mx float64
+				if _, err := fmt.Sscanf(strings.TrimSpace(f[4]), "%f / %f", &mean, &mx); err != nil {
+					t.Fatalf("copies %q: %v", f[4], err)
+				}
+				switch strings.TrimSpace(f[3]) {
+				case "local":
+					local = mean
+				case "random":
+					random = mean
+				}
+			}
+			if local < 0 || random < 0 {
+				t.Fatalf("no local and random rows in:\n%s", out.String())
+			}
+			if local >= random {
+				t.Errorf("copies per rack: local %.2f, random %.2f; want fewer with local", local, random)
+			}
+		})
 	}
 }
