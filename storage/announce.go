@@ -260,10 +260,14 @@ const (
 // letter -> the letters of classOverlaps).
 func announcePrelude() string {
 	var b strings.Builder
-	b.WriteString("local A = {}\n")
+	b.WriteString("local A = {")
 	for i, n := range argNames {
-		fmt.Fprintf(&b, "A.%s = ARGV[%d]\n", n, i+1)
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s = ARGV[%d]", n, i+1)
 	}
+	b.WriteString("}\n")
 	b.WriteString("local R = strict({")
 	for i, n := range replyNames {
 		if i > 0 {

@@ -246,44 +246,47 @@ func archived(h InfoHash, at string) tkeys { return tkeys(at + ":" + h.String())
 // script starts with it. h is the transfer's key prefix (see tkeys). The leaf
 // tables (K.t transfer leaves, K.c classes, K.r rack leaves, K.p peer leaves)
 // raise an error on an unknown name, so a misspelt leaf fails every test
-// that runs the script instead of writing a stray key.
+// that runs the script instead of writing a stray key. It runs at every
+// script run: each table is one constructor (no growth) and the leaf tables
+// share one metatable.
 var luaKeys = `
-local K = {}
-local function strict(t)
-  return setmetatable(t, {__index = function(_, n) error('no key leaf named ' .. tostring(n)) end})
-end
-K.racks = ` + luaQuote(keyRacks) + `
-K.transfers = ` + luaQuote(keyTransfers) + `
-K.active = ` + luaQuote(keyActiveTransfers) + `
-K.deactivations = ` + luaQuote(keyDeactivations) + `
-K.t = strict({` + luaNames(transferFields...) + `, ` + luaNames(leafSeen, leafRacks, leafTimeline) + `})
-K.c = strict({seen = ` + luaQuote(classSeen) + `, reps = ` + luaQuote(classReps) +
-	`, seeders = ` + luaQuote(classSeeders) + `, leechers = ` + luaQuote(classLeech) + `})
-K.r = strict({` + luaNames(rackLeft, rackSince, rackStalls) + `})
-K.p = strict({` + luaNames(peerFields...) + `})
-function K.rack(rack) return ` + luaQuote(keyRackPrefix) + ` .. rack end
-function K.field(h, leaf) return h .. ':' .. leaf end
-function K.peers(h, class) return h .. ` + luaQuote(":"+segPeers+":") + ` .. class end
-function K.rackset(h, rack, leaf) return h .. ` + luaQuote(":"+segRack+":") + ` .. rack .. ':' .. leaf end
-function K.peer(h, ip, leaf) return h .. ` + luaQuote(":"+segPeer+":") + ` .. ip .. ':' .. leaf end
-function K.event(h, ip, event) return K.peer(h, ip, ` + luaQuote(peerEvent+":") + ` .. event) end
-function K.archived(at, h) return at .. ':' .. h end
--- peer strings: ip:port, IPv6 as [ip]:port
-function K.peerstr(ip, port)
-  if string.find(ip, ':', 1, true) then return '[' .. ip .. ']:' .. port end
-  return ip .. ':' .. port
-end
-function K.peerip(p)
-  local ip = string.match(p, '^(.*):%d+$')
-  if string.sub(ip, 1, 1) == '[' then ip = string.sub(ip, 2, -2) end
-  return ip
-end
-K.transfer_fields = {` + luaList(transferFields) + `}
-K.transfer_sets = {` + luaList(transferSets) + `}
-K.rack_suffixes = {` + luaList(rackSuffixes) + `}
-K.peer_fields = {` + luaList(peerFields) + `}
-K.events = {` + luaList(events) + `}
-K.ev = strict({` + luaNames(events...) + `})
+local STRICT = {__index = function(_, n) error('no key leaf named ' .. tostring(n)) end}
+local function strict(t) return setmetatable(t, STRICT) end
+local K
+K = {
+  racks = ` + luaQuote(keyRacks) + `,
+  transfers = ` + luaQuote(keyTransfers) + `,
+  active = ` + luaQuote(keyActiveTransfers) + `,
+  deactivations = ` + luaQuote(keyDeactivations) + `,
+  t = strict({` + luaNames(transferFields...) + `, ` + luaNames(leafSeen, leafRacks, leafTimeline) + `}),
+  c = strict({seen = ` + luaQuote(classSeen) + `, reps = ` + luaQuote(classReps) +
+	`, seeders = ` + luaQuote(classSeeders) + `, leechers = ` + luaQuote(classLeech) + `}),
+  r = strict({` + luaNames(rackLeft, rackSince, rackStalls) + `}),
+  p = strict({` + luaNames(peerFields...) + `}),
+  ev = strict({` + luaNames(events...) + `}),
+  transfer_fields = {` + luaList(transferFields) + `},
+  transfer_sets = {` + luaList(transferSets) + `},
+  rack_suffixes = {` + luaList(rackSuffixes) + `},
+  peer_fields = {` + luaList(peerFields) + `},
+  events = {` + luaList(events) + `},
+  rack = function(rack) return ` + luaQuote(keyRackPrefix) + ` .. rack end,
+  field = function(h, leaf) return h .. ':' .. leaf end,
+  peers = function(h, class) return h .. ` + luaQuote(":"+segPeers+":") + ` .. class end,
+  rackset = function(h, rack, leaf) return h .. ` + luaQuote(":"+segRack+":") + ` .. rack .. ':' .. leaf end,
+  peer = function(h, ip, leaf) return h .. ` + luaQuote(":"+segPeer+":") + ` .. ip .. ':' .. leaf end,
+  event = function(h, ip, event) return h .. ` + luaQuote(":"+segPeer+":") + ` .. ip .. ` + luaQuote(":"+peerEvent+":") + ` .. event end,
+  archived = function(at, h) return at .. ':' .. h end,
+  -- peer strings: ip:port, IPv6 as [ip]:port
+  peerstr = function(ip, port)
+    if string.find(ip, ':', 1, true) then return '[' .. ip .. ']:' .. port end
+    return ip .. ':' .. port
+  end,
+  peerip = function(p)
+    local ip = string.match(p, '^(.*):%d+$')
+    if string.sub(ip, 1, 1) == '[' then ip = string.sub(ip, 2, -2) end
+    return ip
+  end,
+}
 `
 
 func luaList(items []string) string {
