@@ -386,7 +386,7 @@ func TestSampleFillsNumwant(t *testing.T) {
 		ctx := context.Background()
 		h := hash(0x2b)
 		k := transferKeys(h)
-		racks := map[string][2]int{"r1": {4, 6}, "r2": {0, 5}, "r3": {2, 1}} // seeders, leechers
+		racks := map[string][2]int{"r1": {4, 20}, "r2": {0, 5}, "r3": {2, 1}, "r4": {12, 14}} // seeders, leechers
 		var askers []Announce
 		for r, n := range racks {
 			for i := range n[0] + n[1] {
@@ -409,69 +409,73 @@ func TestSampleFillsNumwant(t *testing.T) {
 			}
 			return out
 		}
-		for _, a := range askers {
-			for _, numwant := range []int{1, 2, 3, 5, 8, 13, 50} {
-				a.Numwant = numwant
-				sw := mustAnnounce(t, e.store, a)
-				self := peerString(a.Addr)
-				own := map[Class]map[string]bool{
-					OwnSeeders: members(k.rack(a.Rack, classSeeders)),
-					OwnReps:    members(k.rack(a.Rack, classReps)),
-					OwnLeechers: func() map[string]bool {
-						out := map[string]bool{}
-						for _, m := range e.raw.ZRange(ctx, k.rack(a.Rack, rackLeft), 0, -1).Val() {
-							out[m] = true
-						}
-						return out
-					}(),
-				}
-				seeders, reps := members(k.peers(classSeeders)), members(k.peers(classReps))
-				class := map[Class]map[string]bool{
-					OtherSeeders: {}, OtherReps: {}, OtherLeechingReps: {},
-				}
-				for m := range seeders {
-					if !own[OwnSeeders][m] {
-						class[OtherSeeders][m] = true
+		for _, plan := range []Plan{localPlan, testPlan} {
+			for _, a := range askers {
+				for _, numwant := range []int{1, 2, 3, 5, 8, 13, 50} {
+					a.Numwant = numwant
+					a.Plan = plan
+					sw := mustAnnounce(t, e.store, a)
+					self := peerString(a.Addr)
+					own := map[Class]map[string]bool{
+						OwnSeeders: members(k.rack(a.Rack, classSeeders)),
+						OwnReps:    members(k.rack(a.Rack, classReps)),
+						OwnLeechers: func() map[string]bool {
+							out := map[string]bool{}
+							for _, m := range e.raw.ZRange(ctx, k.rack(a.Rack, rackLeft), 0, -1).Val() {
+								out[m] = true
+							}
+							return out
+						}(),
 					}
-				}
-				for m := range reps {
-					if !own[OwnReps][m] {
-						class[OtherReps][m] = true
-						if !seeders[m] {
-							class[OtherLeechingReps][m] = true
+					seeders, reps := members(k.peers(classSeeders)), members(k.peers(classReps))
+					class := map[Class]map[string]bool{
+						OtherSeeders: {}, OtherReps: {}, OtherLeechingReps: {},
+						AllSeeders: seeders, AllLeechers: members(k.peers(classLeech)),
+					}
+					for m := range seeders {
+						if !own[OwnSeeders][m] {
+							class[OtherSeeders][m] = true
 						}
 					}
-				}
-				maps.Copy(class, own)
-				stages := localPlan.Stages(sw.Role, sw.Escape)
-				if len(sw.Stages) != len(stages) {
-					t.Fatalf("%s numwant %d: %d stages, want %d", self, numwant, len(sw.Stages), len(stages))
-				}
-				taken, got := map[string]bool{self: true}, 0
-				for i, st := range stages {
-					n := numwant
-					if st.N > 0 {
-						n = min(st.N, numwant)
-					}
-					avail := map[string]bool{}
-					for _, c := range st.Classes {
-						for m := range class[c] {
-							if !taken[m] {
-								avail[m] = true
+					for m := range reps {
+						if !own[OwnReps][m] {
+							class[OtherReps][m] = true
+							if !seeders[m] {
+								class[OtherLeechingReps][m] = true
 							}
 						}
 					}
-					want := min(n, numwant-got, len(avail))
-					added := 0
-					for _, p := range sw.Stages[i] {
-						if m := peerString(p.Addr); added < want && !taken[m] {
-							taken[m] = true
-							added++
-						}
+					maps.Copy(class, own)
+					stages := plan.Stages(sw.Role, sw.Escape)
+					if len(sw.Stages) != len(stages) {
+						t.Fatalf("%s numwant %d: %d stages, want %d", self, numwant, len(sw.Stages), len(stages))
 					}
-					got += added
-					if added != want {
-						t.Errorf("%s (%c) numwant %d, stage %d: %d new peers, the sets hold %d", self, sw.Role, numwant, i, added, want)
+					taken, got := map[string]bool{self: true}, 0
+					for i, st := range stages {
+						n := numwant
+						if st.N > 0 {
+							n = min(st.N, numwant)
+						}
+						avail := map[string]bool{}
+						for _, c := range st.Classes {
+							for m := range class[c] {
+								if !taken[m] {
+									avail[m] = true
+								}
+							}
+						}
+						want := min(n, numwant-got, len(avail))
+						added := 0
+						for _, p := range sw.Stages[i] {
+							if m := peerString(p.Addr); added < want && !taken[m] {
+								taken[m] = true
+								added++
+							}
+						}
+						got += added
+						if added != want {
+							t.Errorf("%s (%c) numwant %d, stage %d: %d new peers, the sets hold %d", self, sw.Role, numwant, i, added, want)
+						}
 					}
 				}
 			}

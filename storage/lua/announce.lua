@@ -401,21 +401,23 @@ draw[CL.all_leechers] = function(n) return redis.call('SRANDMEMBER', K.peers(h, 
 -- The tracker takes from each stage in turn, up to the stage's n, until it
 -- holds numwant peers; it skips the asker and peers it took already. So a
 -- later stage needs no more than what may still be missing: budget is an
--- upper bound of it (numwant less what earlier stages surely gave: their
--- members new to the answer, at most their n). A class draws budget + 1
--- (the asker) + what earlier stages drew of classes that share members
--- with it (OVERLAP), so that what the tracker may have taken of it already
--- does not leave the stage short. Once budget is 0 a stage draws nothing.
+-- upper bound of it. A class draws budget + 1 (the asker) + what earlier
+-- stages drew of classes that share members with it (OVERLAP), so that
+-- what the tracker may have taken of it already cannot leave the stage
+-- short. The tracker surely takes, of a stage, at least its n (or what is
+-- missing), or what the largest draw holds less the asker and those
+-- earlier draws; budget goes down by that. Once budget is 0 a stage draws
+-- nothing.
 local stages = {}
 local budget = numwant
-local before = {}  -- members drawn by earlier stages
-local drawn = {}   -- class letter -> members earlier stages drew of it
+local drawn = {} -- class letter -> members earlier stages drew of it
 for classes, want in string.gmatch(plan, '(%a*):(%d+)') do
   local n = tonumber(want)
   if n <= 0 or n > numwant then n = numwant end
   local got = {}
   if budget > 0 then
     local need = math.min(n, budget)
+    local sure = 0
     local counts = {}
     for c in string.gmatch(classes, '%a') do
       local extra = 0
@@ -424,18 +426,11 @@ for classes, want in string.gmatch(plan, '(%a*):(%d+)') do
       end
       local part = draw[c](need + 1 + extra)
       counts[c] = (counts[c] or 0) + #part
+      sure = math.max(sure, #part - 1 - extra)
       for _, m in ipairs(part) do got[#got + 1] = m end
     end
-    local new, nnew = {}, 0
-    for _, m in ipairs(got) do
-      if m ~= peer and not before[m] and not new[m] then
-        new[m] = true
-        nnew = nnew + 1
-      end
-    end
-    for m in pairs(new) do before[m] = true end
     for c, k in pairs(counts) do drawn[c] = (drawn[c] or 0) + k end
-    budget = budget - math.min(need, nnew)
+    budget = budget - math.min(need, sure)
   end
   stages[#stages + 1] = got
 end
