@@ -1061,6 +1061,55 @@ func (w *world) traceLine(ctx context.Context, t float64, out io.Writer) error {
 		nrMin = min(nrMin, f)
 		nrN++
 	}
+	// The slowest representative: its connections and what flows in.
+	var slowRep int32 = -1
+	for i := range isRep {
+		if slowRep < 0 || w.hosts[i].nhave < w.hosts[slowRep].nhave {
+			slowRep = i
+		}
+	}
+	if slowRep >= 0 {
+		h := w.hosts[slowRep]
+		var remote, in, inRemote int
+		for j := range h.conns {
+			if w.hosts[j].rack != h.rack {
+				remote++
+			}
+		}
+		for _, f := range w.flows {
+			if f.d == slowRep {
+				in++
+				if w.hosts[f.u].rack != h.rack {
+					inRemote++
+				}
+			}
+		}
+		fmt.Fprintf(out, "  slowest representative %s: have %.2f, %d connections (%d remote), %d flows in (%d remote)\n",
+			h.addr, float64(h.nhave)/float64(w.npieces), len(h.conns), remote, in, inRemote)
+	}
+	// The slowest leecher: its connections and what flows into it.
+	slow := int32(-1)
+	for i, h := range w.hosts[1:] {
+		if h.done < 0 && !h.stopped && (slow < 0 || h.nhave < w.hosts[slow].nhave) {
+			slow = int32(i + 1)
+		}
+	}
+	if slow >= 0 {
+		h := w.hosts[slow]
+		var seeders, inflows int
+		for j := range h.conns {
+			if w.hosts[j].done >= 0 {
+				seeders++
+			}
+		}
+		for _, f := range w.flows {
+			if f.d == slow {
+				inflows++
+			}
+		}
+		fmt.Fprintf(out, "  slowest leecher %s (rack %d, rep %v): have %.2f, %d connections (%d seeders), %d flows in, next announce at %.0f\n",
+			h.addr, h.rack, isRep[slow], float64(h.nhave)/float64(w.npieces), len(h.conns), seeders, inflows, h.next)
+	}
 	fmt.Fprintf(out, "  non-reps have mean %.2f min %.2f\n", nrHave/float64(max(nrN, 1)), nrMin)
 	fmt.Fprintf(out, "  rep<-rep pairs %d, interesting %d, flowing %d; flows %d\n", pairs, interesting, flowing, len(w.flows))
 	done := 0
