@@ -493,9 +493,11 @@ func simulate(ctx context.Context, o options, ratio float64, handout string, kil
 			}
 		}
 		if kill {
-			if err := w.killReps(ctx); err != nil {
+			left, err := w.killReps(ctx)
+			if err != nil {
 				return result{}, err
 			}
+			remaining -= left
 		}
 		w.fill()
 		w.share()
@@ -912,8 +914,9 @@ func (w *world) leave(i int32) {
 
 // killReps makes each leecher rack's representatives leave once 40% of a
 // copy has entered the rack: with "stopped" in odd racks, silently in even
-// ones.
-func (w *world) killReps(ctx context.Context) error {
+// ones. It returns how many leechers left.
+func (w *world) killReps(ctx context.Context) (int, error) {
+	gone := 0
 	var st storage.TransferStats
 	read := false
 	for r := 1; r <= w.o.racks; r++ {
@@ -923,7 +926,7 @@ func (w *world) killReps(ctx context.Context) error {
 		if !read {
 			var err error
 			if st, err = w.store.Transfer(ctx, w.hash); err != nil {
-				return err
+				return gone, err
 			}
 			read = true
 		}
@@ -944,14 +947,15 @@ func (w *world) killReps(ctx context.Context) error {
 				if r%2 == 1 {
 					w.hosts[i].event = "stopped"
 					if err := w.announce(ctx, i); err != nil {
-						return err
+						return gone, err
 					}
 				}
 				w.leave(i)
+				gone++
 			}
 		}
 	}
-	return nil
+	return gone, nil
 }
 
 // traceLine prints where the bytes go at simulated time t: the current
