@@ -126,11 +126,15 @@ func copyChunked(m *miniredis.Miniredis, ms *miniScripts) (c storeCopy, ok bool)
 	// before the first hold: zeroing it there would hold every command.
 	m.Lock()
 	v, found := view()
+	n := 0
+	if found {
+		n = len(v.keys) // read under the mutex: scripts change it
+	}
 	m.Unlock()
 	if !found {
 		return c, true
 	}
-	recs := make([]record, 0, len(v.keys)+len(v.keys)/8)
+	recs := make([]record, 0, n+n/8)
 	m.Lock()
 	locked := time.Now()
 	if v, found = view(); !found {
