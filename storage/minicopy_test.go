@@ -2,9 +2,7 @@ package storage
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -70,25 +68,10 @@ func TestChunkedCopyConsistent(t *testing.T) {
 		t.Fatal(err)
 	}
 	const workers, perWorker, snapshots = 3, 300, 6
-	var done atomic.Int64
+	var done, timeouts atomic.Int64
 	var stop atomic.Bool
 	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := 0; i < perWorker && !stop.Load(); i++ {
-				h := hash(byte(0x70 + i%2))
-				peer := fmt.Sprintf("10.%d.0.%d:1", w, i%7)
-				a := ann(h, peer, fmt.Sprint("r", i%3), []string{EventStarted, EventNone, EventCompleted, EventStopped}[i%4], int64(i%3))
-				_, err := s.Announce(ctx, a)
-				var ne net.Error
-				if err != nil && !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
-					t.Errorf("Announce: %v", err)
-					return
-				}
-				done.Add(1)
-			}
-		})
-	}
+	announceWorkers(t, &wg, s, workers, perWorker, &stop, &done, &timeouts)
 	// Transactions through a connection of their own: n counts them, set
 	// s and sorted set z hold 0..n-1, and z2 holds only n-1.
 	raw := redis.NewClient(&redis.Options{Dialer: dialer(miniOf(s)), Protocol: 2, DisableIdentity: true})

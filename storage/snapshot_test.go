@@ -917,27 +917,7 @@ func TestSnapshotConsistent(t *testing.T) {
 	var done, timeouts atomic.Int64
 	var stop atomic.Bool
 	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := 0; i < perWorker && !stop.Load(); i++ {
-				h := hash(byte(0x70 + i%2))
-				peer := fmt.Sprintf("10.%d.0.%d:1", w, i%7)
-				a := ann(h, peer, fmt.Sprint("r", i%3), []string{EventStarted, EventNone, EventCompleted, EventStopped}[i%4], int64(i%3))
-				_, err := s.Announce(ctx, a)
-				var ne net.Error
-				if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
-					// A machine loaded enough to hold an announce past
-					// its deadline fails it as a client would see; what
-					// a snapshot holds is still the point here.
-					timeouts.Add(1)
-				} else if err != nil {
-					t.Errorf("Announce: %v", err)
-					return
-				}
-				done.Add(1)
-			}
-		})
-	}
+	announceWorkers(t, &wg, s, workers, perWorker, &stop, &done, &timeouts)
 	defer func() { stop.Store(true); wg.Wait() }()
 
 	var last int64
@@ -1426,5 +1406,32 @@ func TestRebuildKeepsListenersOnWholeStore(t *testing.T) {
 	}
 	if n := partial.Load(); n > 0 {
 		t.Errorf("%d of %d reads on %s during rebuilds saw fewer than %d keys", n, reads.Load(), addr, live)
+	}
+}
+
+// announceWorkers starts workers that each send perWorker announces of two
+// transfers (every event, three racks, seven hosts per worker) until stop:
+// the load under which the snapshot tests copy the store. done counts the
+// announces answered or timed out; timeouts those that hit their deadline,
+// which a loaded machine may do and a client would see as a failure.
+func announceWorkers(t *testing.T, wg *sync.WaitGroup, s *Store, workers, perWorker int, stop *atomic.Bool, done, timeouts *atomic.Int64) {
+	ctx := context.Background()
+	for w := range workers {
+		wg.Go(func() {
+			for i := 0; i < perWorker && !stop.Load(); i++ {
+				h := hash(byte(0x70 + i%2))
+				peer := fmt.Sprintf("10.%d.0.%d:1", w, i%7)
+				a := ann(h, peer, fmt.Sprint("r", i%3), []string{EventStarted, EventNone, EventCompleted, EventStopped}[i%4], int64(i%3))
+				_, err := s.Announce(ctx, a)
+				var ne net.Error
+				if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+					timeouts.Add(1)
+				} else if err != nil {
+					t.Errorf("Announce: %v", err)
+					return
+				}
+				done.Add(1)
+			}
+		})
 	}
 }
