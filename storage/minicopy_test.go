@@ -7,11 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"racktracker/storage/storagetest"
 )
 
 // smallChunks makes every chunked copy let go of the mutex after each key.
@@ -98,11 +95,7 @@ func TestChunkedCopyConsistent(t *testing.T) {
 
 	var last int64
 	for i := range snapshots {
-		storagetest.WaitFor(t, 10*time.Second, "more announces", func() (bool, string) {
-			n := done.Load()
-			return n > last || n == workers*perWorker, fmt.Sprintf("%d announces", n)
-		})
-		last = done.Load()
+		last = moreAnnounces(t, &done, last, workers*perWorker)
 		cp, ok := copyChunked(miniOf(s), s.emb.scripts)
 		if !ok {
 			t.Fatal("copyChunked: not ok")

@@ -923,11 +923,7 @@ func TestSnapshotConsistent(t *testing.T) {
 	var last int64
 	for i := range snapshots {
 		// Each snapshot after more announces: then it lands among them.
-		storagetest.WaitFor(t, 10*time.Second, "more announces", func() (bool, string) {
-			n := done.Load()
-			return n > last || n == workers*perWorker, fmt.Sprintf("%d announces", n)
-		})
-		last = done.Load()
+		last = moreAnnounces(t, &done, last, workers*perWorker)
 		if err := s.Snapshot(ctx); err != nil {
 			t.Fatalf("Snapshot %d: %v", i, err)
 		}
@@ -1434,4 +1430,16 @@ func announceWorkers(t *testing.T, wg *sync.WaitGroup, s *Store, workers, perWor
 			}
 		})
 	}
+}
+
+// moreAnnounces waits until announceWorkers answered more than last, or
+// all of total, and returns the new count: a copy taken then lands among
+// the announces.
+func moreAnnounces(t *testing.T, done *atomic.Int64, last, total int64) int64 {
+	t.Helper()
+	storagetest.WaitFor(t, 10*time.Second, "more announces", func() (bool, string) {
+		n := done.Load()
+		return n > last || n == total, fmt.Sprintf("%d announces", n)
+	})
+	return done.Load()
 }
