@@ -213,6 +213,7 @@ const (
 	argFirst
 	argOverdue
 	argMaxCadence
+	argOverdueFloor
 	numArgs
 )
 
@@ -225,6 +226,7 @@ var argNames = [numArgs]string{
 	argPlanRep: "plan_rep", argPlanSeeder: "plan_seeder", argPeerIDs: "peer_ids", argSeed: "seed",
 	argMaxUnregistered: "max_unregistered", argTimeout: "timeout", argCadences: "cadences",
 	argFirst: "first", argOverdue: "overdue", argMaxCadence: "max_cadence",
+	argOverdueFloor: "overdue_floor",
 }
 
 // Reply: a fixed head, then one array per sampled stage.
@@ -328,6 +330,7 @@ func (s *Store) Announce(ctx context.Context, a Announce) (Swarm, error) {
 	ta := a.Timers.args()
 	args[argTimeout], args[argCadences], args[argFirst] = ta[0], ta[1], ta[2]
 	args[argStall], args[argOverdue], args[argMaxCadence] = ta[3], ta[4], ta[5]
+	args[argOverdueFloor] = ta[6]
 	args[argNumwant] = max(a.Numwant, 0)
 	args[argPlanLeecher] = encodeStages(a.Plan.Leecher)
 	args[argPlanEscape] = encodeStages(a.Plan.Escape)

@@ -372,3 +372,59 @@ func TestRackEscapeIsElapsedTime(t *testing.T) {
 		}
 	})
 }
+
+// TestOverdueFloor: at a fast cadence (10 s, the lab's clients) a silent
+// representative is overdue after the overdue floor (20 s: twice the
+// default min interval), not after peer_timeout (90 s), so that a rack
+// whose only representative died gets another at its next announce; and
+// a host whose cadence was once measured at a second is not overdue a
+// second or two later.
+func TestOverdueFloor(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		s := &swarmSim{t: t, e: e, h: hash(0xc7), rng: rand.New(rand.NewPCG(9, 10)), limit: 1}
+		a := &slowHost{addr: "10.1.0.1:1", rack: "r1", cadence: 10 * time.Second, left: 1000, step: 1}
+		b := &slowHost{addr: "10.1.0.2:1", rack: "r1", cadence: 10 * time.Second, left: 1000, step: 1}
+		c := &slowHost{addr: "10.1.0.3:1", rack: "r1", cadence: 10 * time.Second, left: 1000, step: 1}
+		s.hosts = []*slowHost{a, b, c}
+		s.start()
+		s.run(time.Minute, time.Second, 9*time.Second, nil) // cadences learned
+		if got := s.reps("r1"); !slices.Equal(got, []string{a.addr}) {
+			t.Fatalf("representatives %q, want the first", got)
+		}
+		a.silent = true
+		overdueAt := a.last.Add(DefaultOverdueFloor)
+		var replacedAt time.Time
+		s.run(time.Minute, time.Second, 9*time.Second, func(now time.Time, announced []*slowHost) {
+			isRep := slices.Contains(s.reps("r1"), a.addr)
+			switch {
+			case !now.After(overdueAt) && !isRep:
+				t.Fatalf("%s after its last announce: replaced before the overdue floor", now.Sub(a.last))
+			case now.After(overdueAt) && replacedAt.IsZero() && len(announced) > 0:
+				if isRep {
+					t.Fatalf("first announce of the rack %s after the floor: still the representative", now.Sub(overdueAt))
+				}
+				replacedAt = now
+			}
+		})
+		if replacedAt.IsZero() || replacedAt.Sub(a.last) > DefaultOverdueFloor+10*time.Second {
+			t.Fatalf("replaced %s after its last announce, want at the rack's first announce after %s", replacedAt.Sub(a.last), DefaultOverdueFloor)
+		}
+
+		// A cadence measured once at a second: the floor keeps the role
+		// while its rack announces every second.
+		d := &slowHost{addr: "10.2.0.1:1", rack: "r2", cadence: time.Second, left: 1000, step: 1}
+		f := &slowHost{addr: "10.2.0.2:1", rack: "r2", cadence: time.Second, left: 1000, step: 1}
+		s.hosts = []*slowHost{d, f}
+		s.start()
+		s.run(time.Second, time.Second, time.Hour, nil) // d's second announce, a second later
+		d.silent = true
+		s.run(15*time.Second, time.Second, time.Hour, func(now time.Time, announced []*slowHost) {
+			if len(announced) == 0 {
+				t.Fatal("the rack did not announce")
+			}
+			if !slices.Contains(s.reps("r2"), d.addr) {
+				t.Fatalf("%s after an announce a second apart: lost the role", now.Sub(d.last))
+			}
+		})
+	})
+}

@@ -192,7 +192,8 @@ func TestRefillFirstAmongMany(t *testing.T) {
 		e.clock.Advance(time.Second)
 		mustAnnounce(t, e.store, ann(h, "10.9.9.9:1", "r1", EventStarted, 100)) // third: sorts last as text
 		for i := 3; i <= 79; i++ {
-			e.clock.Advance(time.Second)
+			// Milliseconds: seconds would leave the first overdue.
+			e.clock.Advance(time.Millisecond)
 			mustAnnounce(t, e.store, ann(h, fmt.Sprintf("10.0.0.%d:1", i), "r1", EventStarted, 100))
 		}
 		mustAnnounce(t, e.store, ann(h, "10.0.0.1:1", "r1", EventStopped, 100))

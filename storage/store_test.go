@@ -210,10 +210,13 @@ func TestExpiry(t *testing.T) {
 		mustAnnounce(t, s, ann(h, "10.0.0.1:1", "r1", EventStarted, 100)) // representative
 		mustAnnounce(t, s, ann(h, "10.0.0.2:1", "r1", EventStarted, 100)) // representative
 		mustAnnounce(t, s, ann(h, "10.0.0.3:1", "r1", EventStarted, 100))
-		e.clock.Advance(60 * time.Second)
+		// Before 10.0.0.1 is overdue (1.5 times the first cadence, 45 s):
+		// an announce of its rack after that would give its slot away
+		// itself (TestOverdueRepresentativeReplaced).
+		e.clock.Advance(40 * time.Second)
 		mustAnnounce(t, s, ann(h, "10.0.0.2:1", "r1", EventNone, 80))
 		mustAnnounce(t, s, ann(h, "10.0.0.3:1", "r1", EventNone, 90))
-		e.clock.Advance(40 * time.Second)
+		e.clock.Advance(50 * time.Second) // 10.0.0.1's deadline: the 90 s peer timeout
 
 		got, err := s.Expire(ctx, testTimers, 2)
 		if err != nil {

@@ -21,13 +21,14 @@ import (
 //     plus the longer of PeerTimeout and Cadences times its cadence. The
 //     deadline is the score of the expiry index, written at each announce,
 //     so that an expiry pass reads only the peers that expire.
-//   - A representative silent for the longer of PeerTimeout and
+//   - A representative silent for the longer of OverdueFloor and
 //     OverdueCadences of its cadence is overdue: the rack's next announce
 //     (any of its peers, including "stopped") takes the role from it and
 //     refills the slot, and an overdue peer is not elected. It stays
 //     current until it expires. (The floor keeps a client that once
 //     announced twice in a second from being called overdue a second
-//     later; at the tracker's own interval expiry comes as soon.)
+//     later. It is not PeerTimeout: a rack whose only representative died
+//     would wait that long, whatever its hosts' cadence, for another.)
 //   - A representative that makes no progress while its rack has no seeder
 //     (and the swarm has one) loses the role once Stall has passed since
 //     its election or the announce that last showed its left, whichever is
@@ -40,6 +41,10 @@ type Timers struct {
 	Cadences     float64
 	FirstCadence time.Duration
 	Stall        time.Duration
+	// OverdueFloor is the least silence that makes a representative
+	// overdue; the tracker sets twice announce.min_interval, the soonest a
+	// client that follows it announces twice.
+	OverdueFloor time.Duration
 }
 
 // The defaults of a zero Timers field.
@@ -48,9 +53,10 @@ const (
 	DefaultCadences     = 2.5
 	DefaultFirstCadence = 600 * time.Second
 	DefaultStall        = 90 * time.Second
+	DefaultOverdueFloor = 20 * time.Second
 )
 
-// OverdueCadences is how many of its own cadences (at least PeerTimeout) a
+// OverdueCadences is how many of its own cadences (at least OverdueFloor) a
 // representative may stay silent before its rack's next announce gives its
 // slot away. It leaves
 // room for a client's jitter (the tracker's interval is handed out +-10%)
@@ -76,12 +82,15 @@ func (t Timers) withDefaults() Timers {
 	if t.Stall <= 0 {
 		t.Stall = DefaultStall
 	}
+	if t.OverdueFloor <= 0 {
+		t.OverdueFloor = DefaultOverdueFloor
+	}
 	return t
 }
 
 // args renders the timers as the scripts' timers() reads them: the peer
 // timeout, the cadences, the first cadence, the stall (milliseconds), the
-// overdue cadences and the cadence cap.
+// overdue cadences, the cadence cap and the overdue floor (milliseconds).
 func (t Timers) args() []any {
 	t = t.withDefaults()
 	return []any{
@@ -91,5 +100,6 @@ func (t Timers) args() []any {
 		t.Stall.Milliseconds(),
 		strconv.FormatFloat(OverdueCadences, 'f', -1, 64),
 		MaxCadence.Milliseconds(),
+		t.OverdueFloor.Milliseconds(),
 	}
 }

@@ -255,5 +255,6 @@ func (c Config) Timers(p RackPolicy) storage.Timers {
 		Cadences:     c.Announce.PeerTimeoutCadences,
 		FirstCadence: c.Announce.FirstCadence,
 		Stall:        time.Duration(p.RepresentativeStall) * c.Announce.Interval,
+		OverdueFloor: 2 * c.Announce.MinInterval,
 	}
 }

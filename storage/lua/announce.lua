@@ -15,7 +15,7 @@ local h, ip, port, peer = A.hash, A.ip, A.port, A.peer
 local event, rack, host = A.event, A.rack, A.hostname
 local now, nowms = clock(A.clock)
 local limit = tonumber(A.reps)
-local T = timers(A.timeout, A.cadences, A.first, A.stall, A.overdue, A.max_cadence, nowms)
+local T = timers(A.timeout, A.cadences, A.first, A.stall, A.overdue, A.max_cadence, A.overdue_floor, nowms)
 local numwant = tonumber(A.numwant)
 
 if redis.call('SISMEMBER', K.active, h) == 0 then

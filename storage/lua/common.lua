@@ -86,11 +86,13 @@ local function add_counters(h, ds, dl)
 end
 
 -- timers reads the arguments of storage.Timers (see timers.go) at now
--- (unix ms): T.timeout, T.cadences, T.first, T.stall, T.overdue, T.max.
-local function timers(timeout, cadences, first, stall, overdue, maxc, nowms)
+-- (unix ms): T.timeout, T.cadences, T.first, T.stall, T.overdue, T.max,
+-- T.floor.
+local function timers(timeout, cadences, first, stall, overdue, maxc, floor, nowms)
   return {
     timeout = tonumber(timeout), cadences = tonumber(cadences), first = tonumber(first),
-    stall = tonumber(stall), overdue = tonumber(overdue), max = tonumber(maxc), now = nowms,
+    stall = tonumber(stall), overdue = tonumber(overdue), max = tonumber(maxc),
+    floor = tonumber(floor), now = nowms,
   }
 end
 
@@ -108,11 +110,11 @@ end
 
 -- overdue tells whether a peer whose latest announce was at (stored, or
 -- nil: a peer of an older version, never overdue) with cadence is overdue:
--- silent for the longer of the peer timeout and T.overdue cadences.
+-- silent for the longer of the overdue floor and T.overdue cadences.
 local function overdue(T, at, cadence)
   at = tonumber(at)
   if not at then return false end
-  return T.now > at + math.max(T.timeout, T.overdue * cadence_of(T, cadence))
+  return T.now > at + math.max(T.floor, T.overdue * cadence_of(T, cadence))
 end
 
 -- stalled tells whether a stored stall mark (since when the peer made no

@@ -2,7 +2,7 @@
 -- expiry index, see timers.go) has passed from every current set, at most
 -- ARGV[4] of them per call, and refills the representative slots they
 -- held. ARGV[2] is the clock override (see clock), ARGV[3] the
--- representatives per rack, ARGV[5..10] the timers (storage.Timers).
+-- representatives per rack, ARGV[5..11] the timers (storage.Timers).
 -- A peer written by an older version has no latest announce and its score
 -- is that announce: its deadline is that plus the peer timeout, written
 -- back (with that announce) when it has not passed yet.
@@ -10,7 +10,7 @@
 local h = ARGV[1]
 local _, nowms = clock(ARGV[2])
 local limit, batch = tonumber(ARGV[3]), tonumber(ARGV[4])
-local T = timers(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], nowms)
+local T = timers(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], nowms)
 local seen = K.field(h, K.t.seen)
 local due = redis.call('ZRANGEBYSCORE', seen, '-inf', nowms, 'WITHSCORES', 'LIMIT', 0, batch)
 local racks = {}
