@@ -21,7 +21,9 @@ import (
 // again (asking a Sentinel for the master first) and succeeds as soon as
 // the new master is there. The cost the pool's breaker saves, a dial per
 // call while Redis is down, is bounded here by each call's deadline and by
-// the pool's size.
+// the pool's size. (Through Sentinel, go-redis asks for the master before
+// it calls this dialer; when no Sentinel answers, that error still counts
+// towards the pool's pause, as it should: there is no master to dial.)
 func dialRedis(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
