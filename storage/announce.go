@@ -327,7 +327,7 @@ func (s *Store) Announce(ctx context.Context, a Announce) (Swarm, error) {
 	args[argClock] = s.clockArg()
 	args[argAllow] = flag(a.AllowUnregistered)
 	args[argReps] = max(a.Representatives, 0)
-	ta := a.Timers.args()
+	ta := s.timerArgs(a.Timers)
 	args[argTimeout], args[argCadences], args[argFirst] = ta[0], ta[1], ta[2]
 	args[argStall], args[argOverdue], args[argMaxCadence] = ta[3], ta[4], ta[5]
 	args[argOverdueFloor] = ta[6]

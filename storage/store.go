@@ -125,6 +125,9 @@ type Store struct {
 
 	dirty  atomic.Bool // written since the last rebuild
 	closed atomic.Bool
+	// timersRendered keeps the scripts' rendering of the last Timers seen: a
+	// tracker hands the same ones with every announce.
+	timersRendered atomic.Pointer[renderedTimers]
 }
 
 // Open connects to the configured backend. With the embedded backend it

@@ -88,6 +88,23 @@ func (t Timers) withDefaults() Timers {
 	return t
 }
 
+// renderedTimers is a Timers value with its args.
+type renderedTimers struct {
+	t    Timers
+	args []any
+}
+
+// timerArgs is t.args(), rendered once for as long as announces carry the
+// same timers (read-only: callers copy from it).
+func (s *Store) timerArgs(t Timers) []any {
+	if r := s.timersRendered.Load(); r != nil && r.t == t {
+		return r.args
+	}
+	r := &renderedTimers{t: t, args: t.args()}
+	s.timersRendered.Store(r)
+	return r.args
+}
+
 // args renders the timers as the scripts' timers() reads them: the peer
 // timeout, the cadences, the first cadence, the stall (milliseconds), the
 // overdue cadences, the cadence cap and the overdue floor (milliseconds).
